@@ -1,0 +1,74 @@
+"""The two value types of jaxrnn: `Cell` (one step) and `Layer` (a sequence).
+
+Both are `NamedTuple`s of pure functions, in the manner of optax's
+`GradientTransformation`: a factory closes over hyperparameters and returns
+the functions; parameters and carries are plain pytrees passed explicitly.
+"""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+Params = Any
+Carry = Any
+
+
+class Cell(NamedTuple):
+  """One time step of a recurrent network, for ONE example.
+
+  Attributes:
+    init_params: ``init_params(key, input_size, dtype=None) -> params``, a
+      typed NamedTuple pytree.
+    init_carry: ``init_carry(dtype=None) -> carry``, zeros for one example.
+    cell_apply: ``cell_apply(params, carry, x) -> (carry, y)`` with ``x`` of
+      shape ``(input_size,)``; the argument order of a ``jax.lax.scan`` body.
+    hidden_size: the size H of the state (``None`` if not meaningful).
+    output_size: the size of ``y`` (equal to ``hidden_size`` unless the cell
+      projects its output).
+    project_inputs: optional ``project_inputs(params, xs) -> zx`` mapping
+      ``xs: (..., input_size)`` to the input pre-activations
+      ``zx: (..., G*H)``. Cells that provide it let `jaxrnn.rnn` compute
+      ``W_x x_t`` for all steps as one matrix product before the scan.
+    recurrence: optional ``recurrence(params, carry, zx_t) -> (carry, y)``,
+      the rest of the step once ``zx_t`` is known. Required together with
+      ``project_inputs``: ``cell_apply(p, c, x) == recurrence(p, c,
+      project_inputs(p, x))``.
+    fused: optional hooks for the fused-gradient path of `jaxrnn.rnn`
+      (internal to the built-in cells; ``None`` for user cells).
+    config: static description of the cell as ``((name, value), ...)``
+      pairs, e.g. ``(("kind", "lstm"), ("hidden_size", 8), ...)``; read it
+      with ``dict(cell.config)``. Empty for user cells.
+
+  A user-defined cell needs only the first three fields:
+  ``Cell(init_params, init_carry, cell_apply)``.
+  """
+
+  init_params: Callable[..., Params]
+  init_carry: Callable[..., Carry]
+  cell_apply: Callable[[Params, Carry, Any], tuple[Carry, Any]]
+  hidden_size: Optional[int] = None
+  output_size: Optional[int] = None
+  project_inputs: Optional[Callable[[Params, Any], Any]] = None
+  recurrence: Optional[Callable[[Params, Carry, Any], tuple[Carry, Any]]] = None
+  fused: Any = None
+  config: tuple = ()
+
+
+class Layer(NamedTuple):
+  """A whole sequence, for ONE example; use ``jax.vmap`` for minibatches.
+
+  Attributes:
+    init_params: ``init_params(key, input_size, dtype=None) -> params``.
+    apply: ``apply(params, xs, *, length=None, carry=None) -> (ys, carry)``
+      with ``xs: (T, input_size)`` and ``ys: (T, output_size)``. ``length``
+      is an integer scalar (traced or not): steps ``t >= length`` are
+      padding, their outputs are zero and they never change the final
+      carry. ``carry=None`` starts from ``init_carry()``.
+    init_carry: ``init_carry(dtype=None) -> carry``, zeros for one example.
+    config: static description as ``((name, value), ...)`` pairs, e.g.
+      ``(("kind", "rnn"), ("cell", cell), ("reverse", False))``; read it
+      with ``dict(layer.config)``. Empty for user layers.
+  """
+
+  init_params: Callable[..., Params]
+  apply: Callable[..., tuple[Any, Carry]]
+  init_carry: Callable[..., Carry]
+  config: tuple = ()

@@ -1,0 +1,163 @@
+"""Trace-time argument checks and the dtype policy shared by cells and layers.
+
+Every check here looks only at static information (Python types, shapes and
+dtypes), so it raises while a function is traced and costs nothing at run
+time.
+"""
+
+import numbers
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_positive_int(value: Any, name: str) -> int:
+  """Returns ``value`` if it is a positive Python int, else raises."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise TypeError(
+        f"{name}: expected a positive int, got {type(value).__name__} {value!r}"
+    )
+  if value <= 0:
+    raise ValueError(f"{name}: expected a positive int, got {value}")
+  return int(value)
+
+
+def check_params(params: Any, expected_type: type, owner: str) -> None:
+  """Raises TypeError unless ``params`` is an instance of ``expected_type``."""
+  if not isinstance(params, expected_type):
+    raise TypeError(
+        f"params: {owner} expects {expected_type.__name__}, got "
+        f"{_describe(params)}; were these params made by another cell or layer?"
+    )
+
+
+def check_array_shape(value: Any, expected: tuple, name: str, owner: str):
+  """Raises ValueError unless ``value`` has exactly the shape ``expected``."""
+  shape = np.shape(value)
+  if tuple(shape) != tuple(expected):
+    raise ValueError(
+        f"{name}: {owner} expects shape {tuple(expected)}, got shape {tuple(shape)}"
+    )
+
+
+def check_floating(value: Any, name: str) -> None:
+  dtype = jnp.result_type(value)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"{name}: expected a floating-point array, got dtype {dtype}")
+
+
+def check_sequence(xs: Any, input_size: Optional[int], owner: str) -> None:
+  """Checks that ``xs`` is one sequence of shape ``(T, input_size)``."""
+  shape = np.shape(xs)
+  if len(shape) != 2:
+    hint = ""
+    if len(shape) == 3:
+      hint = (
+          "; apply works on ONE sequence: for a minibatch use "
+          "jax.vmap(layer.apply, in_axes=(None, 0)) (and vmap `length` too)"
+      )
+    raise ValueError(
+        f"xs: {owner} expects shape (T, input_size), got shape {tuple(shape)} "
+        f"(rank {len(shape)}){hint}"
+    )
+  if input_size is not None and shape[1] != input_size:
+    raise ValueError(
+        f"xs: {owner} expects shape (T, {input_size}) to match its params' "
+        f"input_size={input_size}, got shape {tuple(shape)}"
+    )
+  check_floating(xs, "xs")
+
+
+def check_length(length: Any, num_steps: int) -> Optional[jax.Array]:
+  """Validates ``length`` and returns it as an int32 scalar array (or None).
+
+  A ``length`` known at trace time (a Python or NumPy integer) outside
+  ``[0, T]`` raises ValueError; a traced ``length`` is clamped to ``[0, T]``.
+  """
+  if length is None:
+    return None
+  if isinstance(length, bool):
+    raise TypeError("length: expected an integer scalar, got bool")
+  if isinstance(length, numbers.Integral):
+    if not 0 <= int(length) <= num_steps:
+      raise ValueError(
+          f"length: expected an integer in [0, T] = [0, {num_steps}], got {int(length)}"
+      )
+    return jnp.asarray(int(length), dtype=jnp.int32)
+  if not hasattr(length, "dtype") or not hasattr(length, "shape"):
+    raise TypeError(
+        f"length: expected an integer scalar, got {type(length).__name__}"
+    )
+  if not jnp.issubdtype(length.dtype, jnp.integer):
+    raise TypeError(
+        f"length: expected an integer scalar, got dtype {length.dtype}"
+    )
+  if np.shape(length) != ():
+    raise ValueError(
+        f"length: expected a scalar (one sequence), got shape "
+        f"{tuple(np.shape(length))}; for a minibatch, vmap over `length` "
+        "together with `xs`"
+    )
+  if not isinstance(length, jax.core.Tracer):
+    value = int(length)
+    if not 0 <= value <= num_steps:
+      raise ValueError(
+          f"length: expected an integer in [0, T] = [0, {num_steps}], got {value}"
+      )
+  return jnp.clip(length, 0, num_steps).astype(jnp.int32)
+
+
+def check_carry(carry: Any, reference: Any, owner: str) -> None:
+  """Checks that ``carry`` has the structure and shapes of ``reference``."""
+  ref_struct = jax.tree_util.tree_structure(reference)
+  struct = jax.tree_util.tree_structure(carry)
+  if struct != ref_struct:
+    raise TypeError(
+        f"carry: {owner} expects a carry structured like {ref_struct}, got {struct}"
+    )
+  for got, want in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(reference)):
+    if np.shape(got) != np.shape(want):
+      raise ValueError(
+          f"carry: {owner} expects leaves of shape {np.shape(want)}, got "
+          f"{np.shape(got)}; a carry is for ONE example (vmap for a minibatch)"
+      )
+
+
+def _describe(value: Any) -> str:
+  if hasattr(value, "shape") and hasattr(value, "dtype"):
+    return f"an array of shape {tuple(value.shape)}"
+  return type(value).__name__
+
+
+# The dtype policy.
+
+
+def default_float() -> np.dtype:
+  """float32, or float64 when ``jax_enable_x64`` is on (as jax's initializers)."""
+  return jnp.zeros(()).dtype
+
+
+def accumulation_dtype(*dtypes) -> np.dtype:
+  """The dtype in which products accumulate and gates are computed.
+
+  16-bit floats (bfloat16, float16) accumulate in float32; otherwise the
+  promoted dtype of the operands is used.
+  """
+  dtype = jnp.result_type(*dtypes)
+  if jnp.finfo(dtype).bits < 32:
+    return jnp.dtype(jnp.float32)
+  return dtype
+
+
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """``x @ w`` under the library's dtype policy.
+
+  With 16-bit weights, ``x`` is cast to the weights' dtype and the product
+  accumulates in float32 (``preferred_element_type``), so the result is
+  float32. Otherwise the operands are promoted as usual.
+  """
+  if jnp.finfo(w.dtype).bits < 32:
+    return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
+  return jnp.matmul(x, w)

@@ -1,0 +1,199 @@
+"""The time loop behind `jaxrnn.rnn`: masking, chunked remat, fused backward.
+
+Three things happen here, each for speed or memory:
+
+* Hoisting. For cells with ``project_inputs``, ``zx = xs @ W_x + b`` is one
+  ``(T, D) x (D, G*H)`` product before the scan; a step does only
+  ``h_{t-1} @ W_h`` and elementwise work.
+* Fused backward (``fused``). A custom VJP whose backward scan carries only
+  the recurrent data gradient ``dh_{t-1} = dzh_t W_h^T`` (plus the cell's
+  own carry terms) and emits ``dzh_t`` and ``dzx_t`` for every step. The
+  weight gradients then are single large products after the scan:
+  ``dW_h = sum_t h_{t-1}^T dzh_t`` here, and ``dW_x = sum_t x_t^T dzx_t``
+  by ordinary autodiff of the hoisted projection. This is the data/weight
+  split of cuDNN's backward pass.
+* Chunked remat (``remat``). The sequence is cut into chunks; only the carry
+  at each chunk boundary is kept, and a chunk's activations are recomputed
+  during the backward pass (``jax.checkpoint``), so activation memory grows
+  with ``T / chunk + chunk`` instead of ``T``. The input projection is done
+  per chunk so no ``(T, G*H)`` array exists.
+"""
+
+import math
+from functools import partial
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src.base import Cell
+
+tree_map = jax.tree_util.tree_map
+
+
+def _select(valid, new, old):
+  return tree_map(lambda n, o: jnp.where(valid, n, o), new, old)
+
+
+def _zero_unless(valid, y):
+  return tree_map(lambda v: jnp.where(valid, v, jnp.zeros((), v.dtype)), y)
+
+
+def default_unroll(num_steps: int) -> int:
+  """Steps per scan iteration, from measurements (see benchmarks/)."""
+  backend = jax.default_backend()
+  target = 8 if backend == "cpu" else 4
+  return max(1, min(target, num_steps))
+
+
+# ---------------------------------------------------------------------------
+# Plain path: scan the step, autodiff does the rest.
+
+
+def _scan_steps(step, carry, inputs, valid, reverse, unroll):
+  """Scans ``step(carry, x_t) -> (carry, y)``, masking when ``valid`` is set."""
+  if valid is None:
+    return jax.lax.scan(step, carry, inputs, reverse=reverse, unroll=unroll)
+
+  def body(carry, inp):
+    valid_t, x_t = inp
+    new_carry, y = step(carry, x_t)
+    return _select(valid_t, new_carry, carry), _zero_unless(valid_t, y)
+
+  return jax.lax.scan(body, carry, (valid, inputs), reverse=reverse, unroll=unroll)
+
+
+# ---------------------------------------------------------------------------
+# Fused path.
+
+
+def _fused_scan(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
+  """Forward of the fused path (no residuals): the plain masked scan."""
+
+  def step(c, zx_t):
+    zh_t = jnp.matmul(hooks.hidden(c), W_h)
+    return hooks.pointwise(extra, c, zx_t, zh_t)
+
+  return _scan_steps(step, carry, zx, valid, reverse, unroll)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _fused(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
+  carry, ys = _fused_scan(hooks, reverse, unroll, W_h, extra, carry, zx, valid)
+  return ys, carry
+
+
+def _fused_fwd(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
+  def step(c, inp):
+    valid_t, zx_t = inp
+    zh_t = jnp.matmul(hooks.hidden(c), W_h)
+    new_c, y = hooks.pointwise(extra, c, zx_t, zh_t)
+    if valid_t is not None:
+      new_c, y = _select(valid_t, new_c, c), _zero_unless(valid_t, y)
+    # Residuals: the carry entering the step and the recurrent product.
+    return new_c, (y, c, zh_t)
+
+  final, (ys, carries, zh) = jax.lax.scan(
+      step, carry, (valid, zx), reverse=reverse, unroll=unroll)
+  return (ys, final), (W_h, extra, carries, zx, zh, valid)
+
+
+def _fused_bwd(hooks, reverse, unroll, res, cotangents):
+  W_h, extra, carries, zx, zh, valid = res
+  dys, dfinal = cotangents
+  W_hT = W_h.T
+  zero_extra = tree_map(jnp.zeros_like, extra)
+
+  def step(acc, inp):
+    dc, dextra = acc
+    valid_t, c_tm1, zx_t, zh_t, dy_t = inp
+    _, pullback = jax.vjp(partial(hooks.pointwise), extra, c_tm1, zx_t, zh_t)
+    dextra_t, dc_tm1, dzx_t, dzh_t = pullback((dc, dy_t))
+    # The recurrent data gradient: dh_{t-1} += dzh_t W_h^T.
+    _, hidden_pullback = jax.vjp(hooks.hidden, c_tm1)
+    (dc_via_h,) = hidden_pullback(jnp.matmul(dzh_t, W_hT))
+    dc_tm1 = tree_map(jnp.add, dc_tm1, dc_via_h)
+    if valid_t is not None:
+      # A padded step passed the carry through unchanged and emitted zero.
+      dc_tm1 = _select(valid_t, dc_tm1, dc)
+      dextra_t = _zero_unless(valid_t, dextra_t)
+      dzx_t, dzh_t = _zero_unless(valid_t, (dzx_t, dzh_t))
+    dextra = tree_map(jnp.add, dextra, dextra_t)
+    return (dc_tm1, dextra), (dzx_t, dzh_t)
+
+  (dcarry0, dextra), (dzx, dzh) = jax.lax.scan(
+      step, (dfinal, zero_extra), (valid, carries, zx, zh, dys),
+      reverse=not reverse, unroll=unroll)
+  # Weight gradient: one (H, T) x (T, G*H) product.
+  h_prev = hooks.hidden(carries)
+  dW_h = jnp.matmul(h_prev.T, dzh)
+  dvalid = None if valid is None else jnp.zeros(valid.shape, jax.dtypes.float0)
+  return dW_h, dextra, dcarry0, dzx, dvalid
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+
+
+def _run(cell: Cell, params, carry, xs, valid, reverse, unroll, use_fused):
+  """One uninterrupted scan over ``xs`` (no chunking)."""
+  if cell.project_inputs is None:
+    step = partial(cell.cell_apply, params)
+    carry, ys = _scan_steps(step, carry, xs, valid, reverse, unroll)
+    return ys, carry
+  zx = cell.project_inputs(params, xs)
+  if use_fused and _fusable(params, zx, carry):
+    W_h, extra = cell.fused.split(params)
+    return _fused(cell.fused, reverse, unroll, W_h, extra, carry, zx, valid)
+  step = partial(cell.recurrence, params)
+  carry, ys = _scan_steps(step, carry, zx, valid, reverse, unroll)
+  return ys, carry
+
+
+def _fusable(params, zx, carry) -> bool:
+  # The fused step runs the product in the carry's dtype: keep low-precision
+  # params (which need a float32 accumulation policy) on the plain path.
+  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves((params, zx, carry))}
+  return len(dtypes) == 1
+
+
+def chunk_length(num_steps: int, remat) -> int:
+  if remat is True:
+    return max(1, math.isqrt(num_steps))
+  return min(int(remat), num_steps)
+
+
+def unroll(cell: Cell, params, carry, xs, *, length, reverse, unroll, remat,
+           use_fused):
+  """Runs ``cell`` over ``xs: (T, D)``; returns ``(ys: (T, O), carry)``."""
+  num_steps = xs.shape[0]
+  if unroll is None:
+    unroll = default_unroll(num_steps if not remat else chunk_length(num_steps, remat))
+  valid = None if length is None else jnp.arange(num_steps) < length
+  if not remat or num_steps == 0:
+    return _run(cell, params, carry, xs, valid, reverse, unroll, use_fused)
+
+  chunk = chunk_length(num_steps, remat)
+  num_chunks = -(-num_steps // chunk)
+  pad = num_chunks * chunk - num_steps
+  if pad:
+    # Padding steps are masked out, so they leave the carry untouched.
+    if valid is None:
+      valid = jnp.ones((num_steps,), bool)
+    xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+    valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)])
+  xs_c = xs.reshape((num_chunks, chunk) + xs.shape[1:])
+  valid_c = None if valid is None else valid.reshape(num_chunks, chunk)
+
+  @jax.checkpoint
+  def run_chunk(carry, inp):
+    xs_k, valid_k = inp
+    ys_k, carry = _run(cell, params, carry, xs_k, valid_k, reverse, unroll, use_fused)
+    return carry, ys_k
+
+  carry, ys = jax.lax.scan(run_chunk, carry, (xs_c, valid_c), reverse=reverse)
+  ys = tree_map(lambda y: y.reshape((num_chunks * chunk,) + y.shape[2:])[:num_steps], ys)
+  return ys, carry
