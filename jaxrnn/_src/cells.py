@@ -66,17 +66,40 @@ class GRUParams(NamedTuple):
 
 
 class FusedHooks(NamedTuple):
-  """How a cell's step splits around its recurrent product (internal).
+  """How a built-in cell's step splits around its recurrent product (internal).
 
-  A step is ``zh = hidden(carry) @ W_h`` followed by
-  ``pointwise(extra, carry, zx, zh) -> (carry, y)``, where ``W_h, extra =
-  split(params)`` and ``extra`` holds the small parameters used inside the
-  pointwise part (a pytree, possibly None).
+  A step is ``zh = hidden(carry) @ W_h`` followed by elementwise work
+  ``forward(extra, carry, zx, zh) -> (carry, y, residuals)``, where
+  ``W_h, extra = split(params)`` and ``extra`` holds the small parameters
+  used in the elementwise part (a pytree, possibly None). The residuals are
+  what cuDNN keeps: the gate activations.
+
+  ``tangent(extra, carry, residuals, dcarry, dzx, dzh, dextra) -> (dcarry,
+  dy)`` is the step's JVP, written to be linear in the tangents ``dcarry,
+  dzx, dzh, dextra`` with every product taking a tangent first, so that no
+  subexpression depends on primal values alone: JAX's transpose of it is the
+  backward step and needs nothing recomputed.
   """
 
   split: Callable[[Any], tuple[Array, Any]]
   hidden: Callable[[Any], Array]
-  pointwise: Callable[[Any, Any, Array, Array], tuple[Any, Array]]
+  forward: Callable[..., tuple[Any, Array, Any]]
+  tangent: Callable[..., tuple[Any, Array]]
+
+  def pointwise(self, extra, carry, zx_t, zh_t):
+    carry, y, _ = self.forward(extra, carry, zx_t, zh_t)
+    return carry, y
+
+
+def _dsigmoid(dz, s):
+  """``dz * s * (1 - s)``, tangent first."""
+  ds = dz * s
+  return ds - ds * s
+
+
+def _dtanh(dz, t):
+  """``dz * (1 - t**2)``, tangent first."""
+  return dz - (dz * t) * t
 
 
 ActivationArg = Union[str, Callable[[Array], Array]]
@@ -225,22 +248,34 @@ def elman(
     # Both biases are outside the nonlinearity's recurrent term: fold them in.
     return _add(_add(checks.matmul(xs, params.W_x), params.b_x), params.b_h)
 
-  def pointwise(extra, h_tm1, zx_t, zh_t):
+  def forward(extra, h_tm1, zx_t, zh_t):
     del extra, h_tm1
     h_t = phi(zx_t + zh_t)
-    return h_t, h_t
+    # relu keeps its mask, so the tangent needs no comparison of primals.
+    return h_t, h_t, (h_t > 0 if activation == "relu" else h_t)
+
+  def tangent(extra, h_tm1, res, dh_tm1, dzx_t, dzh_t, dextra):
+    del extra, h_tm1, dh_tm1, dextra
+    dz = dzx_t + dzh_t
+    if activation == "relu":
+      dh = jnp.where(res, dz, jnp.zeros((), dz.dtype))
+    else:
+      dh = _dtanh(dz, res)
+    return dh, dh
 
   def split(params):
     return params.W_h, None
 
   def recurrence(params, h_tm1, zx_t):
-    return pointwise(None, h_tm1, zx_t, checks.matmul(h_tm1, params.W_h))
+    h_t, y_t, _ = forward(None, h_tm1, zx_t, checks.matmul(h_tm1, params.W_h))
+    return h_t, y_t
 
   return _make_cell(
       init_params=init_params, init_carry=_zeros_carry(hidden_size),
       project=project, recurrence=recurrence, check=check,
       hidden_size=hidden_size, output_size=hidden_size,
-      fused=FusedHooks(split=split, hidden=lambda h: h, pointwise=pointwise),
+      fused=(FusedHooks(split, lambda h: h, forward, tangent)
+             if activation in ("tanh", "relu") else None),
       config=dict(kind="elman", hidden_size=hidden_size, activation=activation,
                   bias=bias))
 
@@ -341,7 +376,7 @@ def lstm(
   def project(params, xs):
     return _add(_add(checks.matmul(xs, params.W_x), params.b_x), params.b_h)
 
-  def pointwise(extra, carry, zx_t, zh_t):
+  def forward(extra, carry, zx_t, zh_t):
     del extra
     z = zx_t + zh_t
     i_t = jax.nn.sigmoid(z[..., 0 * H:1 * H])
@@ -349,11 +384,24 @@ def lstm(
     g_t = jnp.tanh(z[..., 2 * H:3 * H])
     o_t = jax.nn.sigmoid(z[..., 3 * H:4 * H])
     c_t = f_t * carry.c + i_t * g_t
-    h_t = o_t * jnp.tanh(c_t)
-    return LSTMState(h_t, c_t), h_t
+    tanh_c = jnp.tanh(c_t)
+    h_t = o_t * tanh_c
+    return LSTMState(h_t, c_t), h_t, (i_t, f_t, g_t, o_t, tanh_c)
+
+  def tangent(extra, carry, res, dcarry, dzx_t, dzh_t, dextra):
+    del extra, dextra
+    i_t, f_t, g_t, o_t, tanh_c = res
+    dz = dzx_t + dzh_t
+    di = _dsigmoid(dz[..., 0 * H:1 * H], i_t)
+    df = _dsigmoid(dz[..., 1 * H:2 * H], f_t)
+    dg = _dtanh(dz[..., 2 * H:3 * H], g_t)
+    do = _dsigmoid(dz[..., 3 * H:4 * H], o_t)
+    dc = df * carry.c + dcarry.c * f_t + di * g_t + dg * i_t
+    dh = do * tanh_c + _dtanh(dc, tanh_c) * o_t
+    return LSTMState(dh, dc), dh
 
   def recurrence(params, carry, zx_t):
-    new, h_t = pointwise(None, carry, zx_t, checks.matmul(carry.h, params.W_h))
+    new, h_t, _ = forward(None, carry, zx_t, checks.matmul(carry.h, params.W_h))
     if params.W_hr is None:
       return new, h_t
     h_t = checks.matmul(h_t, params.W_hr)
@@ -361,8 +409,7 @@ def lstm(
 
   fused = None
   if proj_size is None:
-    fused = FusedHooks(split=lambda p: (p.W_h, None), hidden=lambda c: c.h,
-                       pointwise=pointwise)
+    fused = FusedHooks(lambda p: (p.W_h, None), lambda c: c.h, forward, tangent)
   return _make_cell(
       init_params=init_params, init_carry=init_carry, project=project,
       recurrence=recurrence, check=check, hidden_size=H, output_size=out_size,
@@ -442,19 +489,30 @@ def gru(
     # b_h^r and b_h^z are plain additive terms; b_h^n sits inside r ⊙ (...).
     return zx + params.b_h.at[2 * H:].set(0)
 
-  def pointwise(b_hn, h_tm1, zx_t, zh_t):
+  def forward(b_hn, h_tm1, zx_t, zh_t):
     r_t = jax.nn.sigmoid(zx_t[..., :H] + zh_t[..., :H])
     z_t = jax.nn.sigmoid(zx_t[..., H:2 * H] + zh_t[..., H:2 * H])
-    n_t = jnp.tanh(zx_t[..., 2 * H:] + r_t * _add(zh_t[..., 2 * H:], b_hn))
+    hn_t = _add(zh_t[..., 2 * H:], b_hn)
+    n_t = jnp.tanh(zx_t[..., 2 * H:] + r_t * hn_t)
     h_t = (1 - z_t) * n_t + z_t * h_tm1
-    return h_t, h_t
+    return h_t, h_t, (r_t, z_t, n_t, hn_t)
+
+  def tangent(b_hn, h_tm1, res, dh_tm1, dzx_t, dzh_t, db_hn):
+    r_t, z_t, n_t, hn_t = res
+    dr = _dsigmoid(dzx_t[..., :H] + dzh_t[..., :H], r_t)
+    dz = _dsigmoid(dzx_t[..., H:2 * H] + dzh_t[..., H:2 * H], z_t)
+    dhn = _add(dzh_t[..., 2 * H:], None if b_hn is None else db_hn)
+    dn = _dtanh(dzx_t[..., 2 * H:] + dr * hn_t + dhn * r_t, n_t)
+    dh = dn - dz * n_t - dn * z_t + dz * h_tm1 + dh_tm1 * z_t
+    return dh, dh
 
   def split(params):
     return params.W_h, None if params.b_h is None else params.b_h[2 * H:]
 
   def recurrence_after(params, h_tm1, zx_t):
     W_h, b_hn = split(params)
-    return pointwise(b_hn, h_tm1, zx_t, checks.matmul(h_tm1, W_h))
+    h_t, y_t, _ = forward(b_hn, h_tm1, zx_t, checks.matmul(h_tm1, W_h))
+    return h_t, y_t
 
   def recurrence_before(params, h_tm1, zx_t):
     W_h, b_hn = split(params)
@@ -468,7 +526,7 @@ def gru(
 
   if reset_after:
     recurrence = recurrence_after
-    fused = FusedHooks(split=split, hidden=lambda h: h, pointwise=pointwise)
+    fused = FusedHooks(split, lambda h: h, forward, tangent)
   else:
     recurrence, fused = recurrence_before, None
   return _make_cell(

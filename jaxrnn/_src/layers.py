@@ -389,7 +389,8 @@ def readout(
     length = checks.check_length(length, xs.shape[0])
     if carry is not None and not (isinstance(carry, tuple) and not carry):
       raise TypeError(f"carry: {owner} is stateless and expects () or None")
-    ys = checks.matmul(xs, params.W_hy) + params.b_y
+    # b_y[None] keeps the broadcast explicit (no implicit rank promotion).
+    ys = checks.matmul(xs, params.W_hy) + params.b_y[None, :]
     return _mask_steps(ys, length), ()
 
   return Layer(init_params=init_params, apply=apply, init_carry=init_carry,

@@ -59,7 +59,8 @@ def sequence_loss(per_step_losses: jax.Array, length: Optional[jax.Array] = None
           f"length: expected shape {shape[:-1]} (per_step_losses.shape[:-1]), "
           f"got {tuple(np.shape(length))}")
     length = jnp.clip(jnp.asarray(length), 0, num_steps)
-  steps = jnp.arange(num_steps)
+  # Explicit leading axes: no implicit rank promotion against length[..., None].
+  steps = jnp.arange(num_steps).reshape((1,) * (len(shape) - 1) + (num_steps,))
   lengths = length[..., None]
   if reduction == "last":
     picked = steps == lengths - 1

@@ -77,61 +77,46 @@ def _fused_scan(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
   return _scan_steps(step, carry, zx, valid, reverse, unroll)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _fused(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
   carry, ys = _fused_scan(hooks, reverse, unroll, W_h, extra, carry, zx, valid)
   return ys, carry
 
 
-def _fused_fwd(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
+@_fused.defjvp
+def _fused_jvp(hooks, reverse, unroll, primals, tangents):
+  W_h, extra, carry, zx, valid = primals
+  dW_h, dextra, dcarry, dzx, _ = tangents
+
   def step(c, inp):
     valid_t, zx_t = inp
-    zh_t = jnp.matmul(hooks.hidden(c), W_h)
-    new_c, y = hooks.pointwise(extra, c, zx_t, zh_t)
+    new_c, y, res = hooks.forward(extra, c, zx_t, jnp.matmul(hooks.hidden(c), W_h))
     if valid_t is not None:
       new_c, y = _select(valid_t, new_c, c), _zero_unless(valid_t, y)
-    # Residuals: the carry entering the step and the recurrent product.
-    return new_c, (y, c, zh_t)
+    # Residuals: the carry entering the step and the cell's gate activations.
+    return new_c, (y, c, res)
 
-  final, (ys, carries, zh) = jax.lax.scan(
+  final, (ys, carries, res) = jax.lax.scan(
       step, carry, (valid, zx), reverse=reverse, unroll=unroll)
-  return (ys, final), (W_h, extra, carries, zx, zh, valid)
 
+  # The weight's tangent enters every step as h_{t-1} dW_h: one product for
+  # all steps, outside the loop. Transposed, it is dW_h = sum_t h_{t-1}^T dz_t.
+  dzh_w = jnp.matmul(hooks.hidden(carries), dW_h)
 
-def _fused_bwd(hooks, reverse, unroll, res, cotangents):
-  W_h, extra, carries, zx, zh, valid = res
-  dys, dfinal = cotangents
-  W_hT = W_h.T
-  zero_extra = tree_map(jnp.zeros_like, extra)
-
-  def step(acc, inp):
-    dc, dextra = acc
-    valid_t, c_tm1, zx_t, zh_t, dy_t = inp
-    _, pullback = jax.vjp(partial(hooks.pointwise), extra, c_tm1, zx_t, zh_t)
-    dextra_t, dc_tm1, dzx_t, dzh_t = pullback((dc, dy_t))
-    # The recurrent data gradient: dh_{t-1} += dzh_t W_h^T.
-    _, hidden_pullback = jax.vjp(hooks.hidden, c_tm1)
-    (dc_via_h,) = hidden_pullback(jnp.matmul(dzh_t, W_hT))
-    dc_tm1 = tree_map(jnp.add, dc_tm1, dc_via_h)
+  def tangent_step(dc, inp):
+    valid_t, c_tm1, res_t, dzx_t, dzh_w_t = inp
+    dzh_t = jnp.matmul(hooks.hidden(dc), W_h) + dzh_w_t
+    new_dc, dy = hooks.tangent(extra, c_tm1, res_t, dc, dzx_t, dzh_t, dextra)
     if valid_t is not None:
-      # A padded step passed the carry through unchanged and emitted zero.
-      dc_tm1 = _select(valid_t, dc_tm1, dc)
-      dextra_t = _zero_unless(valid_t, dextra_t)
-      dzx_t, dzh_t = _zero_unless(valid_t, (dzx_t, dzh_t))
-    dextra = tree_map(jnp.add, dextra, dextra_t)
-    return (dc_tm1, dextra), (dzx_t, dzh_t)
+      new_dc, dy = _select(valid_t, new_dc, dc), _zero_unless(valid_t, dy)
+    return new_dc, dy
 
-  (dcarry0, dextra), (dzx, dzh) = jax.lax.scan(
-      step, (dfinal, zero_extra), (valid, carries, zx, zh, dys),
-      reverse=not reverse, unroll=unroll)
-  # Weight gradient: one (H, T) x (T, G*H) product.
-  h_prev = hooks.hidden(carries)
-  dW_h = jnp.matmul(h_prev.T, dzh)
-  dvalid = None if valid is None else jnp.zeros(valid.shape, jax.dtypes.float0)
-  return dW_h, dextra, dcarry0, dzx, dvalid
+  dfinal, dys = jax.lax.scan(
+      tangent_step, dcarry, (valid, carries, res, dzx, dzh_w),
+      reverse=reverse, unroll=unroll)
+  return (ys, final), (dys, dfinal)
 
 
-_fused.defvjp(_fused_fwd, _fused_bwd)
 
 
 # ---------------------------------------------------------------------------

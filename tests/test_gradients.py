@@ -1,0 +1,281 @@
+"""Gradients: finite differences in float64, and every option (fused_vjp,
+remat, unroll) against the plain path, with lengths and junk padding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+import reference as ref
+from reference import CASES, D, H, T
+
+tree_leaves = jax.tree_util.tree_leaves
+tree_map = jax.tree_util.tree_map
+
+# The plain path: autodiff through a step-by-step scan, no remat.
+PLAIN = dict(fused_vjp=False, unroll=1)
+
+
+def _weights(shape, dtype):
+  """Fixed, non-symmetric per-entry weights for a loss."""
+  n = int(np.prod(shape))
+  return jnp.cos(1.0 + jnp.arange(n, dtype=dtype)).reshape(shape)
+
+
+def _loss_fn(layers):
+  """A scalar loss of every layer's outputs AND final carry, summed."""
+
+  def loss(params, xs, carry, length):
+    total = 0.0
+    for layer in layers:
+      ys, out = layer.apply(params, xs, length=length, carry=carry)
+      total = total + jnp.sum(jnp.sin(ys) * _weights(ys.shape, ys.dtype))
+      for leaf in tree_leaves(out):
+        total = total + jnp.sum(jnp.tanh(leaf) * _weights(leaf.shape, leaf.dtype))
+    return total
+
+  return loss
+
+
+def _rnn_layers(cell, **options):
+  return (jaxrnn.rnn(cell, **options), jaxrnn.rnn(cell, reverse=True, **options))
+
+
+def _tree_dot(a, b):
+  return sum(jnp.vdot(x, y) for x, y in zip(tree_leaves(a), tree_leaves(b)))
+
+
+def _axpy(alpha, v, x):
+  return tree_map(lambda vi, xi: xi + alpha * vi, v, x)
+
+
+def _check_against_finite_differences(value_and_grad, args, length, seed):
+  """Directional derivatives of ``value_and_grad(*args, length)`` (float64)
+  against central differences; returns the gradients."""
+  value, grads = value_and_grad(*args, length)
+  for g in tree_leaves(grads):
+    assert g.dtype == jnp.float64
+    assert np.all(np.isfinite(g))
+  assert any(np.any(g != 0) for g in tree_leaves(grads))
+  eps = 1e-6
+  for k in range(3):
+    v = ref.random_like(args, seed + k, scale=1.0)
+    plus, _ = value_and_grad(*_axpy(eps, v, args), length)
+    minus, _ = value_and_grad(*_axpy(-eps, v, args), length)
+    fd = (float(plus) - float(minus)) / (2 * eps)
+    analytic = float(_tree_dot(grads, v))
+    np.testing.assert_allclose(analytic, fd, rtol=1e-6, atol=1e-8,
+                               err_msg=f"direction {k}")
+  return grads
+
+
+def _fd_data(layer, seed):
+  params = ref.random_params(layer, seed)
+  xs = np.array(ref.random_xs(seed + 1, dtype=np.float64))
+  xs[3:] = 7.0  # junk in the padding of length 3
+  carry = ref.random_like(layer.init_carry(), seed + 2)
+  return params, jnp.asarray(xs), carry
+
+
+def _check_modes(make_layers, modes, seed):
+  """For every option set in ``modes``: gradients match finite differences,
+  and outputs and gradients match those of the first mode to 1e-10."""
+  first = None
+  for name, options in modes.items():
+    layers = make_layers(**options)
+    loss = _loss_fn(layers)
+
+    def with_outputs(params, xs, carry, length, layers=layers, loss=loss):
+      outs = [layer.apply(params, xs, length=length, carry=carry) for layer in layers]
+      return loss(params, xs, carry, length), outs
+
+    value_and_grad = jax.jit(jax.value_and_grad(with_outputs, argnums=(0, 1, 2),
+                                                has_aux=True))
+    if first is None:
+      args = _fd_data(layers[0], seed)
+      for leaf in tree_leaves(args):
+        assert leaf.dtype == jnp.float64
+    results = {}
+    for length in (3, T):
+      def vg(*a, vg=value_and_grad):
+        (value, _), grads = vg(*a)
+        return value, grads
+      grads = _check_against_finite_differences(vg, args, length, seed + 10)
+      (_, outs), _ = value_and_grad(*args, length)
+      results[length] = (outs, grads)
+      for leaf in tree_leaves(outs):
+        assert leaf.dtype == jnp.float64
+      if length == 3:  # padded inputs get exactly zero gradient
+        np.testing.assert_array_equal(grads[1][3:], 0)
+    if first is None:
+      first = results
+    else:
+      ref.assert_tree_close(results, first, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+UNFUSED = dict(fused_vjp=False, unroll=1)
+FUSED = dict(unroll=1)  # the default (fused where the cell has it)
+REMAT = dict(remat=True)
+RNN_FD_MODES = {
+    "elman_tanh": ("unfused", "fused", "remat"),
+    "lstm": ("unfused", "fused", "remat"),
+    "gru": ("unfused", "fused", "remat"),
+    "lstm_proj": ("unfused",),  # no fused pass; remat: see the stack test
+    "gru_before": ("unfused",),
+    "elman_relu": ("fused",),
+    "elman_callable": ("fused",),
+    "lstm_nobias": ("fused",),
+    "gru_nobias": ("fused",),
+}
+MODE_OPTIONS = {"unfused": UNFUSED, "fused": FUSED, "remat": REMAT,
+                "remat2_unfused": dict(remat=2, fused_vjp=False)}
+assert sorted(RNN_FD_MODES) == sorted(ref.CASE_IDS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ref.CASE_IDS)
+def test_rnn_gradients_match_finite_differences(x64, case):
+  """fwd and reversed layers, from a random carry, length 3 (junk padding)
+  and T; fused_vjp default, fused_vjp=False and remat=True agree to 1e-10."""
+  cell = case.make()
+  modes = {m: MODE_OPTIONS[m] for m in RNN_FD_MODES[case.name]}
+  _check_modes(lambda **o: _rnn_layers(cell, **o), modes, 60)
+
+
+def test_bidirectional_gradients_match_finite_differences(x64):
+  _check_modes(lambda **o: [ref.bidirectional_layer("mul", **o)],
+               {"fused": FUSED, "remat": REMAT}, 62)
+
+
+def test_stack_gradients_match_finite_differences(x64):
+  _check_modes(lambda **o: [ref.stack_layer(**o)],
+               {"fused": FUSED, "remat2_unfused": MODE_OPTIONS["remat2_unfused"]}, 64)
+
+
+# ---------------------------------------------------------------------------
+# Options against the plain path (float32, true defaults included), on a
+# vmapped minibatch with per-example lengths (0, 2, T) and NaN / huge junk in
+# the padding.
+
+OPTIONS = {"plain": PLAIN, "default": {}, "remat3_unroll2": dict(remat=3, unroll=2)}
+LENGTHS = np.array([0, 2, T], np.int32)
+
+
+def _batch_data(layer, seed):
+  batch = len(LENGTHS)
+  params = ref.random_params(layer, seed)
+  xs = np.array(ref.random_xs(seed + 1, (batch, T, D)))
+  xs[1, 2:] = np.nan
+  xs[0, :] = 1e30
+  carry = ref.random_like(
+      tree_map(lambda c: jnp.stack([c] * batch), layer.init_carry()), seed + 2)
+  return params, jnp.asarray(xs), carry
+
+
+def _batched_value_and_grad(layers):
+  loss = _loss_fn(layers)
+
+  def total(params, xs, carry, lengths):
+    def one(x, c, n):
+      outs = [layer.apply(params, x, length=n, carry=c) for layer in layers]
+      return loss(params, x, c, n), outs
+    values, outs = jax.vmap(one)(xs, carry, lengths)
+    return jnp.sum(values), outs
+
+  return jax.jit(jax.grad(total, argnums=(0, 1, 2), has_aux=True))
+
+
+def _check_options_match_plain(make_layers, options, seed):
+  results = {}
+  for name, opts in options.items():
+    layers = make_layers(**opts)
+    if name == "plain":
+      args = _batch_data(layers[0], seed)
+    grads, outputs = _batched_value_and_grad(layers)(*args, LENGTHS)
+    results[name] = outputs, grads
+  outputs, grads = results["plain"]
+  for leaf in tree_leaves((outputs, grads)):
+    assert np.all(np.isfinite(leaf))
+  np.testing.assert_array_equal(grads[1][0], 0)  # length 0: no gradient
+  np.testing.assert_array_equal(grads[1][1, 2:], 0)  # NaN padding
+  for name, (out, g) in results.items():
+    ref.assert_tree_close(out, outputs, rtol=1e-5, atol=1e-6, err_msg=name)
+    ref.assert_tree_close(g, grads, rtol=1e-5, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(g[1][1, 2:], 0)
+
+
+def test_rnn_options_match_plain_path():
+  cell = jaxrnn.lstm(H)
+  _check_options_match_plain(lambda **o: _rnn_layers(cell, **o), OPTIONS, 70)
+
+
+def test_bidirectional_options_match_plain_path():
+  """gru forward, lstm backward."""
+  _check_options_match_plain(lambda **o: [ref.bidirectional_layer("concat", **o)],
+                             {"plain": PLAIN, "default": {}}, 71)
+
+
+# ---------------------------------------------------------------------------
+# Forward mode.
+
+
+JVP_CASES = [ref.BY_NAME[n] for n in ("lstm", "gru")]
+
+
+@pytest.mark.parametrize("case", JVP_CASES, ids=[c.name for c in JVP_CASES])
+def test_forward_mode_with_fused_vjp_false(x64, case):
+  cell = case.make()
+  loss = _loss_fn(_rnn_layers(cell, fused_vjp=False, remat=2))
+  args = _fd_data(jaxrnn.rnn(cell), 80)
+  v = ref.random_like(args, 81, scale=1.0)
+  jvp = jax.jit(lambda a, t: jax.jvp(lambda *a: loss(*a, 3), a, t))
+  value, tangent = jvp(args, v)
+  eps = 1e-6
+  plus, _ = jvp(_axpy(eps, v, args), v)
+  minus, _ = jvp(_axpy(-eps, v, args), v)
+  np.testing.assert_allclose(float(tangent), (float(plus) - float(minus)) / (2 * eps),
+                             rtol=1e-6, atol=1e-8)
+
+
+def test_hessian_with_fused_vjp_false(x64):
+  cell = jaxrnn.gru(H)
+  loss = _loss_fn([jaxrnn.rnn(cell, reverse=True, fused_vjp=False, unroll=1)])
+  params, xs, carry = _fd_data(jaxrnn.rnn(cell), 82)
+
+  def of_carry(c):
+    return loss(params, xs, c, 3)
+
+  hess = np.asarray(jax.jit(jax.hessian(of_carry))(carry))
+  assert hess.shape == (H, H)
+  np.testing.assert_allclose(hess, hess.T, atol=1e-10)
+  grad = jax.jit(jax.grad(of_carry))
+  eps = 1e-5
+  for i in range(H):
+    e = jnp.zeros(H, jnp.float64).at[i].set(eps)
+    column = (grad(carry + e) - grad(carry - e)) / (2 * eps)
+    np.testing.assert_allclose(hess[:, i], column, rtol=1e-6, atol=1e-8)
+
+
+FORWARD_MODE_LAYERS = {
+    **{c.name: (lambda c=c: jaxrnn.rnn(c.make())) for c in ref.FUSED_CASES},
+    "reverse_remat": lambda: jaxrnn.rnn(jaxrnn.lstm(H), reverse=True, remat=2),
+    "bidirectional": lambda: ref.bidirectional_layer("sum"),
+    "stack": ref.stack_layer,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_MODE_LAYERS))
+def test_forward_mode_raises_with_default_fused_vjp(name):
+  layer = FORWARD_MODE_LAYERS[name]()
+  params = jax.eval_shape(lambda k: layer.init_params(k, D), jax.random.key(0))
+  xs = jnp.ones((T, D))
+
+  def loss(params):
+    return jnp.sum(layer.apply(params, xs, length=3)[0])
+
+  with pytest.raises(Exception):
+    jax.eval_shape(lambda p: jax.jvp(loss, (p,), (p,)), params)
+  with pytest.raises(Exception):
+    jax.eval_shape(jax.hessian(loss), params)
+  # Reverse mode on the same layer is fine.
+  jax.eval_shape(jax.grad(loss), params)

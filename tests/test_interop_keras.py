@@ -1,0 +1,333 @@
+"""jaxrnn.interop.from_keras against Keras 3 (JAX backend): outputs, gradients, carries.
+
+The reference is the real Keras layer called with ``mask=`` (post-padding),
+differentiated through ``layer.stateless_call``; the jaxrnn side is the
+converted layer ``jax.vmap``-ed with ``length=``.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "jax":
+  pytest.skip("the Keras tests need KERAS_BACKEND=jax", allow_module_level=True)
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+import jaxrnn  # noqa: E402
+from jaxrnn.interop import carry_from_keras, carry_to_keras, from_keras  # noqa: E402
+
+# Keras's own Variable.__array__ (numpy 2 copy keyword): not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
+LENGTHS = [3, 5, 1]  # includes 1 and T = 5
+INPUT_SIZE = 2
+KL = keras.layers
+
+
+@pytest.fixture
+def x64():
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", False)
+
+
+def build(layer, seed=0, input_size=INPUT_SIZE):
+  """Builds ``layer`` and gives it weights in U(-0.8, 0.8) (saturating gates)."""
+  layer.build((None, None, input_size))
+  rng = np.random.default_rng(seed)
+  layer.set_weights([rng.uniform(-0.8, 0.8, size=w.shape).astype(w.dtype)
+                     for w in layer.get_weights()])
+  return layer
+
+
+def class_name(layer):
+  return type(layer).__name__
+
+
+def expected_param_grads(layer, converted):
+  """Keras's weight gradients in jaxrnn's layout, filler biases filled in.
+
+  Where Keras has one bias, from_keras puts it in ``b_x`` and zeros in
+  ``b_h``; both enter the same pre-activation, so jaxrnn's gradient for
+  ``b_h`` equals that for ``b_x`` (i.e. Keras's bias gradient).
+  """
+  def fill(cell, p):
+    cfg = dict(cell.config)
+    one_bias = not (cfg["kind"] == "gru" and cfg["reset_after"])
+    if p.b_x is not None and one_bias:
+      return p._replace(b_h=p.b_x)
+    return p
+
+  cfg = dict(layer.config)
+  if cfg["kind"] == "bidirectional":
+    return jaxrnn.BidirectionalParams(fill(cfg["forward"], converted.forward),
+                                      fill(cfg["backward"], converted.backward))
+  return fill(cfg["cell"], converted)
+
+
+def check_against_keras(klayer, *, seed=0, lengths=LENGTHS, initial_state=True,
+                        tol=None, **rnn_options):
+  """Converts the built ``klayer`` (return_sequences and return_state set)."""
+  dtype = np.dtype(klayer.get_weights()[0].dtype).type
+  tol = TOL[dtype] if tol is None else tol
+  layer, params = from_keras(klayer, **rnn_options)
+  lengths = np.asarray(lengths)
+  B, T = len(lengths), int(lengths.max())
+  rng = np.random.default_rng(seed + 1)
+  xs = rng.normal(size=(B, T, INPUT_SIZE)).astype(dtype)
+  valid = np.arange(T)[None, :] < lengths[:, None]
+  xs[~valid] = 1e3  # junk in the padding
+  # The zero-carry shapes give the state shapes (with a batch axis).
+  zero = jax.eval_shape(lambda: jax.vmap(lambda _: layer.init_carry(dtype))(jnp.arange(B)))
+  state_shapes = [s.shape for s in carry_to_keras(layer, zero)]
+  states0 = None
+  if initial_state:
+    states0 = [(rng.normal(size=s) * 0.5).astype(dtype) for s in state_shapes]
+  ys_shape = jax.eval_shape(
+      lambda x: jax.vmap(lambda x: layer.apply(params, x)[0])(x), xs).shape
+  w_out = rng.normal(size=ys_shape).astype(dtype) * valid[:, :, None]
+  w_states = [rng.normal(size=s).astype(dtype) for s in state_shapes]
+  reverse_out = dict(layer.config)["kind"] == "rnn" and dict(layer.config)["reverse"]
+
+  def keras_loss(weights, xs, states):
+    kwargs = dict(mask=jnp.asarray(valid))
+    if states is not None:
+      kwargs["initial_state"] = states
+    out, _ = klayer.stateless_call(weights, non_trainable, xs, **kwargs)
+    ys, final = out[0], out[1:]
+    if reverse_out:  # go_backwards returns the sequence in reverse order
+      ys = ys[:, ::-1]
+    loss = jnp.sum(ys * w_out) + sum(jnp.sum(s * w) for s, w in zip(final, w_states))
+    return loss, (ys, list(final))
+
+  def jaxrnn_loss(params, xs, states):
+    if states is None:
+      ys, final = jax.vmap(lambda x, n: layer.apply(params, x, length=n))(xs, lengths)
+    else:
+      carry = carry_from_keras(layer, states)
+      ys, final = jax.vmap(lambda x, n, c: layer.apply(params, x, length=n, carry=c))(
+          xs, lengths, carry)
+    final = carry_to_keras(layer, final)
+    loss = jnp.sum(ys * w_out) + sum(jnp.sum(s * w) for s, w in zip(final, w_states))
+    return loss, (ys, final)
+
+  argnums = (0, 1) if states0 is None else (0, 1, 2)
+  weights = [v.value for v in klayer.trainable_variables]
+  non_trainable = [v.value for v in klayer.non_trainable_variables]  # seed states
+  (k_loss, (k_ys, k_final)), k_grads = jax.jit(
+      jax.value_and_grad(keras_loss, argnums=argnums, has_aux=True))(weights, xs, states0)
+  (j_loss, (j_ys, j_final)), j_grads = jax.jit(
+      jax.value_and_grad(jaxrnn_loss, argnums=argnums, has_aux=True))(params, xs, states0)
+
+  np.testing.assert_allclose(np.asarray(j_ys)[valid], np.asarray(k_ys)[valid], **tol)
+  assert np.all(np.asarray(j_ys)[~valid] == 0)
+  for j, k in zip(j_final, k_final, strict=True):
+    np.testing.assert_allclose(j, k, **tol)
+  np.testing.assert_allclose(j_loss, k_loss, rtol=tol["rtol"] * 10)
+  np.testing.assert_allclose(j_grads[1], k_grads[1], err_msg="dx", **tol)
+  if states0 is not None:
+    for j, k in zip(j_grads[2], k_grads[2], strict=True):
+      np.testing.assert_allclose(j, k, err_msg="dstates", **tol)
+  # Keras's weight gradients, converted by the raw (class, config, weights) path.
+  _, converted = from_keras((class_name(klayer), klayer.get_config(),
+                             [np.asarray(g) for g in k_grads[0]]))
+  expected = expected_param_grads(layer, converted)
+  flat_j, tree_j = jax.tree_util.tree_flatten_with_path(j_grads[0])
+  flat_k, tree_k = jax.tree_util.tree_flatten_with_path(expected)
+  assert tree_j == tree_k
+  for (path, j), (_, k) in zip(flat_j, flat_k):
+    np.testing.assert_allclose(j, k, err_msg=jax.tree_util.keystr(path), **tol)
+  return layer, params
+
+
+# Zero initialisers: build() then costs nothing (no QR for the orthogonal
+# default); build() overwrites the weights anyway.
+ZI = dict(kernel_initializer="zeros", recurrent_initializer="zeros")
+SEQ = dict(return_sequences=True, return_state=True, **ZI)
+
+CONFIGS = {
+    "simple_rnn_nobias_backwards": lambda: KL.SimpleRNN(
+        4, use_bias=False, go_backwards=True, **SEQ),
+    "lstm_nobias_backwards": lambda: KL.LSTM(4, use_bias=False, go_backwards=True, **SEQ),
+    "gru": lambda: KL.GRU(4, **SEQ),
+    "gru_reset_before": lambda: KL.GRU(4, reset_after=False, **SEQ),
+    "bi_lstm_concat": lambda: KL.Bidirectional(KL.LSTM(3, **SEQ)),
+    "bi_simple_rnn_relu_sum": lambda: KL.Bidirectional(
+        KL.SimpleRNN(3, activation="relu", **SEQ), merge_mode="sum"),
+    # A custom backward layer of another kind, and the "mul" merge.
+    "bi_lstm_gru_nobias_mul": lambda: KL.Bidirectional(
+        KL.LSTM(3, **SEQ), merge_mode="mul",
+        backward_layer=KL.GRU(3, use_bias=False, go_backwards=True, **SEQ)),
+}
+# Keras splits a Bidirectional initial_state in halves, which cannot work
+# for an LSTM forward layer with a GRU backward layer (3 states).
+NO_INITIAL_STATE = {"gru_reset_before", "bi_lstm_gru_nobias_mul"}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_matches_keras_float32(name):
+  klayer = build(CONFIGS[name]())
+  check_against_keras(klayer, initial_state=name not in NO_INITIAL_STATE, unroll=1)
+
+
+def test_matches_keras_float64(x64):
+  # Bidirectional GRU(reset_after=False), merge "ave". float64 weights stay float64. The comparison cannot be tighter than
+  # float32: Keras 3.15's JAX backend computes tanh and sigmoid of float64
+  # tensors in float32 (keras.src.backend.common.dtypes.result_type(
+  # "float64", float) == "float32"), so the reference itself is float32-exact.
+  klayer = KL.Bidirectional(KL.GRU(3, reset_after=False, dtype="float64", **SEQ),
+                            merge_mode="ave", dtype="float64")
+  layer, params = check_against_keras(build(klayer), unroll=1, tol=TOL[np.float32])
+  assert all(leaf.dtype == jnp.float64 for leaf in jax.tree_util.tree_leaves(params))
+
+
+@settings(max_examples=5, deadline=None, derandomize=True)
+@given(
+    kind=st.sampled_from(["SimpleRNN", "LSTM", "GRU", "GRU-before"]),
+    units=st.integers(1, 4),
+    use_bias=st.booleans(),
+    go_backwards=st.booleans(),
+    bidirectional=st.sampled_from([None, "concat", "sum", "mul", "ave"]),
+    lengths=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_keras_property(kind, units, use_bias, go_backwards, bidirectional,
+                                lengths, seed):
+  cls = getattr(KL, kind.split("-")[0])
+  kwargs = dict(use_bias=use_bias, **SEQ)
+  if kind == "GRU-before":
+    kwargs["reset_after"] = False
+  if bidirectional:
+    klayer = KL.Bidirectional(cls(units, **kwargs), merge_mode=bidirectional)
+  else:
+    klayer = cls(units, go_backwards=go_backwards, **kwargs)
+  check_against_keras(build(klayer, seed=seed), seed=seed, lengths=lengths,
+                      initial_state=seed % 2 == 0, unroll=1)
+
+
+# ---------------------------------------------------------------------------
+# Structure and raw weights (no compilation).
+
+
+def test_gate_layout():
+  klayer = build(KL.GRU(2, **SEQ))
+  layer, params = from_keras(klayer)
+  kernel, recurrent, bias = klayer.get_weights()
+  H = 2
+  z, r, h = (slice(k * H, (k + 1) * H) for k in range(3))
+  np.testing.assert_array_equal(params.W_x, np.concatenate([kernel[:, r], kernel[:, z], kernel[:, h]], 1))
+  np.testing.assert_array_equal(params.W_h, np.concatenate([recurrent[:, r], recurrent[:, z], recurrent[:, h]], 1))
+  np.testing.assert_array_equal(params.b_x, np.concatenate([bias[0, r], bias[0, z], bias[0, h]]))
+  np.testing.assert_array_equal(params.b_h, np.concatenate([bias[1, r], bias[1, z], bias[1, h]]))
+  klayer = build(KL.LSTM(2, **SEQ))
+  _, params = from_keras(klayer)
+  kernel, recurrent, bias = klayer.get_weights()
+  np.testing.assert_array_equal(params.W_x, kernel)  # (i, f, c, o) is (i, f, g, o)
+  np.testing.assert_array_equal(params.W_h, recurrent)
+  np.testing.assert_array_equal(params.b_x, bias)
+  np.testing.assert_array_equal(params.b_h, np.zeros_like(bias))
+
+
+@pytest.mark.parametrize("name", ["lstm_nobias_backwards", "gru_reset_before",
+                                  "bi_lstm_gru_nobias_mul", "bi_simple_rnn_relu_sum"])
+def test_raw_weights_equal_live_layer(name):
+  klayer = build(CONFIGS[name](), seed=3)
+  layer, params = from_keras(klayer)
+  raw = (class_name(klayer), klayer.get_config(), klayer.get_weights())
+  ser = (keras.layers.serialize(klayer), klayer.get_weights())
+  for desc in (raw, ser):
+    layer2, params2 = from_keras(desc)
+    assert jax.tree_util.tree_structure(params2) == jax.tree_util.tree_structure(params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
+    for key in ("kind", "reverse", "merge"):
+      assert dict(layer2.config).get(key) == dict(layer.config).get(key)
+
+
+def test_layer_structure():
+  layer, _ = from_keras(build(KL.GRU(3, **ZI, reset_after=False, go_backwards=True)))
+  cfg = dict(layer.config)
+  assert cfg["kind"] == "rnn" and cfg["reverse"]
+  assert dict(cfg["cell"].config)["reset_after"] is False
+  layer, params = from_keras(build(KL.Bidirectional(KL.LSTM(3, **ZI), merge_mode="ave")))
+  cfg = dict(layer.config)
+  assert cfg["kind"] == "bidirectional" and cfg["merge"] == "mean"
+  assert isinstance(params, jaxrnn.BidirectionalParams)
+  # unit_forget_bias only initialises the bias: the weights already hold it.
+  a = build(KL.LSTM(3, **ZI, unit_forget_bias=True), seed=5)
+  b = build(KL.LSTM(3, **ZI, unit_forget_bias=False), seed=5)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, from_keras(a)[1], from_keras(b)[1])
+  # keras.layers.RNN around a built-in cell.
+  wrapped = build(KL.RNN(KL.LSTMCell(3, **ZI), go_backwards=True), seed=5)
+  layer, params = from_keras(wrapped)
+  assert dict(layer.config)["reverse"]
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, from_keras(b)[1])
+
+
+def test_carry_helpers():
+  layer, _ = from_keras(build(KL.Bidirectional(KL.LSTM(3, **ZI),
+                                               backward_layer=KL.GRU(3, **ZI, go_backwards=True))))
+  states = [np.full((2, 3), float(i), np.float32) for i in range(3)]
+  carry = carry_from_keras(layer, states)
+  assert isinstance(carry, jaxrnn.BidirectionalCarry)
+  assert isinstance(carry.forward, jaxrnn.LSTMState)
+  assert float(carry.forward.c[0, 0]) == 1.0 and float(carry.backward[0, 0]) == 2.0
+  for a, b in zip(carry_to_keras(layer, carry), states, strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="expected 3 arrays"):
+    carry_from_keras(layer, states[:2])
+
+
+# ---------------------------------------------------------------------------
+# Errors.
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: KL.LSTM(3, **ZI, dropout=0.1), "dropout"),
+    (lambda: KL.GRU(3, **ZI, recurrent_dropout=0.2), "recurrent_dropout"),
+    (lambda: KL.SimpleRNN(3, **ZI, activation="sigmoid"), "activation='sigmoid'"),
+    (lambda: KL.LSTM(3, **ZI, activation="relu"), "activation='relu'"),
+    (lambda: KL.GRU(3, **ZI, recurrent_activation="hard_sigmoid"), "recurrent_activation"),
+    (lambda: KL.LSTM(3, **ZI, dtype="mixed_float16"), "mixed"),
+    (lambda: KL.Bidirectional(KL.LSTM(3, **ZI), merge_mode=None), "merge_mode"),
+    (lambda: KL.Bidirectional(KL.LSTM(3, **ZI, go_backwards=True)), "go_backwards"),
+    (lambda: KL.Bidirectional(KL.GRU(3, **ZI, dropout=0.5)), "dropout"),
+])
+def test_unsupported_options_raise(make, match):
+  with pytest.raises(ValueError, match=match):
+    from_keras(build(make()))
+
+
+def test_stateful_raises():
+  klayer = KL.GRU(3, **ZI, stateful=True)
+  klayer.build((2, None, INPUT_SIZE))
+  with pytest.raises(ValueError, match="stateful"):
+    from_keras(klayer)
+
+
+def test_other_errors():
+  with pytest.raises(ValueError, match="not built"):
+    from_keras(KL.LSTM(3, **ZI))
+  with pytest.raises(TypeError, match="SimpleRNN, LSTM, GRU"):
+    from_keras(KL.Dense(3))
+  with pytest.raises(ValueError, match="weight arrays"):
+    from_keras(("LSTM", {"units": 2}, [np.zeros((3, 8), np.float32)]))
+  with pytest.raises(ValueError, match="recurrent_kernel"):
+    from_keras(("LSTM", {"units": 2}, [np.zeros((3, 8), np.float32),
+                                       np.zeros((3, 8), np.float32),
+                                       np.zeros((8,), np.float32)]))
+  with pytest.raises(ValueError, match="jax_enable_x64"):
+    from_keras(("SimpleRNN", {"units": 2}, [np.zeros((3, 2)), np.zeros((2, 2)), np.zeros(2)]))
+
+
+def test_regularizers_warn():
+  with pytest.warns(UserWarning, match="kernel_regularizer"):
+    from_keras(build(KL.LSTM(3, **ZI, kernel_regularizer="l2")))
