@@ -97,11 +97,15 @@ def rnn(
       ``False`` stores every step's activations (O(T) memory); ``True``
       checkpoints chunks of about ``sqrt(T)`` steps (O(sqrt(T)) memory for
       about one extra forward pass); an int sets the chunk length.
-    fused_vjp: use the fused backward pass (a custom VJP whose backward scan
-      carries only the recurrent data gradient; weight gradients are single
-      large products after it). ``None`` uses it where the cell supports it.
-      The fused pass supports reverse mode only: pass ``False`` for
-      forward-mode use (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
+    fused_vjp: use the fused backward pass: the backward scan carries only
+      the recurrent data gradient and emits the pre-activation gradients of
+      every step; the weight gradients are then single large products after
+      the scan. ``None`` uses it where the cell supports it (the built-in
+      cells, except ``lstm`` with ``proj_size``, ``gru`` with
+      ``reset_after=False`` and ``elman`` with a callable activation) and
+      params, inputs and carry share one dtype; ``False`` uses plain
+      autodiff of the scan. Both give the same gradients, and both support
+      forward mode (``jax.jvp``, ``jax.hessian``) and higher orders.
 
   Returns:
     A `Layer` whose params are the cell's params and whose carry is the
@@ -123,9 +127,9 @@ def rnn(
     remat = checks.check_positive_int(remat, "remat")
   if fused_vjp and cell.fused is None:
     raise ValueError(
-        "fused_vjp: this cell has no fused backward pass (custom cells, "
-        "lstm with proj_size and gru with reset_after=False use autodiff); "
-        "pass fused_vjp=None or False"
+        "fused_vjp: this cell has no fused backward pass (user cells, lstm "
+        "with proj_size, gru with reset_after=False and elman with a "
+        "callable activation use autodiff); pass fused_vjp=None or False"
     )
   use_fused = cell.fused is not None and fused_vjp is not False
 
@@ -237,8 +241,10 @@ def bidirectional(
     checks.check_params(params, BidirectionalParams, "bidirectional")
     if carry is None:
       carry = BidirectionalCarry(None, None)
-    else:
-      checks.check_params(carry, BidirectionalCarry, "bidirectional (carry)")
+    elif not isinstance(carry, BidirectionalCarry):
+      raise TypeError(
+          "carry: bidirectional expects a BidirectionalCarry(forward, "
+          f"backward) or None, got {type(carry).__name__}")
     ys_f, c_f = fwd.apply(params.forward, xs, length=length, carry=carry.forward)
     ys_b, c_b = bwd.apply(params.backward, xs, length=length, carry=carry.backward)
     ys = merge_fn(ys_f, ys_b)

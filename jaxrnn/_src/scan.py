@@ -5,13 +5,17 @@ Three things happen here, each for speed or memory:
 * Hoisting. For cells with ``project_inputs``, ``zx = xs @ W_x + b`` is one
   ``(T, D) x (D, G*H)`` product before the scan; a step does only
   ``h_{t-1} @ W_h`` and elementwise work.
-* Fused backward (``fused``). A custom VJP whose backward scan carries only
-  the recurrent data gradient ``dh_{t-1} = dzh_t W_h^T`` (plus the cell's
-  own carry terms) and emits ``dzh_t`` and ``dzx_t`` for every step. The
-  weight gradients then are single large products after the scan:
-  ``dW_h = sum_t h_{t-1}^T dzh_t`` here, and ``dW_x = sum_t x_t^T dzx_t``
-  by ordinary autodiff of the hoisted projection. This is the data/weight
-  split of cuDNN's backward pass.
+* Fused backward (``fused``). A custom JVP: its rule runs the forward scan
+  saving the gate activations (as cuDNN does), then a tangent scan that is
+  linear in the tangents, with the weight's tangent hoisted out of the loop
+  as one product ``h_{t-1} dW_h`` for all steps. JAX's transpose of that
+  tangent scan is the backward pass: a scan that carries only the recurrent
+  data gradient ``dh_{t-1} = dz_t W_h^T`` (plus the cell's own carry terms)
+  and emits ``dz_t`` for every step; the weight gradients are then single
+  large products after the scan: ``dW_h = sum_t h_{t-1}^T dz_t`` and
+  ``dW_x = sum_t x_t^T dz_t`` (the latter by autodiff of the hoisted
+  projection). Under ``vmap`` these contract over batch and time at once.
+  Being a JVP, it also serves forward mode and higher orders.
 * Chunked remat (``remat``). The sequence is cut into chunks; only the carry
   at each chunk boundary is kept, and a chunk's activations are recomputed
   during the backward pass (``jax.checkpoint``), so activation memory grows
@@ -39,11 +43,16 @@ def _zero_unless(valid, y):
   return tree_map(lambda v: jnp.where(valid, v, jnp.zeros((), v.dtype)), y)
 
 
-def default_unroll(num_steps: int) -> int:
-  """Steps per scan iteration, from measurements (see benchmarks/)."""
-  backend = jax.default_backend()
-  target = 8 if backend == "cpu" else 4
-  return max(1, min(target, num_steps))
+# Steps per scan iteration when ``unroll=None``, as (forward, backward).
+# Measured with benchmarks/ (see the README's performance section).
+DEFAULT_UNROLL = {"cpu": (1, 1)}
+_OTHER_BACKENDS = (1, 1)
+
+
+def default_unroll(num_steps: int) -> tuple[int, int]:
+  """``(forward, backward)`` steps per scan iteration for this backend."""
+  fwd, bwd = DEFAULT_UNROLL.get(jax.default_backend(), _OTHER_BACKENDS)
+  return max(1, min(fwd, num_steps)), max(1, min(bwd, num_steps))
 
 
 # ---------------------------------------------------------------------------
@@ -69,6 +78,7 @@ def _scan_steps(step, carry, inputs, valid, reverse, unroll):
 
 def _fused_scan(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
   """Forward of the fused path (no residuals): the plain masked scan."""
+  unroll = unroll[0]
 
   def step(c, zx_t):
     zh_t = jnp.matmul(hooks.hidden(c), W_h)
@@ -85,6 +95,7 @@ def _fused(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
 
 @_fused.defjvp
 def _fused_jvp(hooks, reverse, unroll, primals, tangents):
+  unroll, unroll_bwd = unroll
   W_h, extra, carry, zx, valid = primals
   dW_h, dextra, dcarry, dzx, _ = tangents
 
@@ -113,7 +124,7 @@ def _fused_jvp(hooks, reverse, unroll, primals, tangents):
 
   dfinal, dys = jax.lax.scan(
       tangent_step, dcarry, (valid, carries, res, dzx, dzh_w),
-      reverse=reverse, unroll=unroll)
+      reverse=reverse, unroll=unroll_bwd)
   return (ys, final), (dys, dfinal)
 
 
@@ -127,14 +138,14 @@ def _run(cell: Cell, params, carry, xs, valid, reverse, unroll, use_fused):
   """One uninterrupted scan over ``xs`` (no chunking)."""
   if cell.project_inputs is None:
     step = partial(cell.cell_apply, params)
-    carry, ys = _scan_steps(step, carry, xs, valid, reverse, unroll)
+    carry, ys = _scan_steps(step, carry, xs, valid, reverse, unroll[0])
     return ys, carry
   zx = cell.project_inputs(params, xs)
   if use_fused and _fusable(params, zx, carry):
     W_h, extra = cell.fused.split(params)
     return _fused(cell.fused, reverse, unroll, W_h, extra, carry, zx, valid)
   step = partial(cell.recurrence, params)
-  carry, ys = _scan_steps(step, carry, zx, valid, reverse, unroll)
+  carry, ys = _scan_steps(step, carry, zx, valid, reverse, unroll[0])
   return ys, carry
 
 
@@ -157,6 +168,8 @@ def unroll(cell: Cell, params, carry, xs, *, length, reverse, unroll, remat,
   num_steps = xs.shape[0]
   if unroll is None:
     unroll = default_unroll(num_steps if not remat else chunk_length(num_steps, remat))
+  elif isinstance(unroll, int):
+    unroll = (unroll, unroll)
   valid = None if length is None else jnp.arange(num_steps) < length
   if not remat or num_steps == 0:
     return _run(cell, params, carry, xs, valid, reverse, unroll, use_fused)
