@@ -122,7 +122,13 @@ def _activation(activation: ActivationArg) -> Callable[[Array], Array]:
 
 
 def _add(a: Array, b: Optional[Array]) -> Array:
-  return a if b is None else a + b
+  """``a + b`` with ``b`` broadcast over a's leading axes explicitly.
+
+  Explicit, so that code runs under ``jax_numpy_rank_promotion="raise"``.
+  """
+  if b is None:
+    return a
+  return a + jnp.reshape(b, (1,) * (a.ndim - b.ndim) + b.shape)
 
 
 def _init_fused(key, input_size, dtype, *, hidden_size, rows_h, num_gates, bias,
@@ -487,7 +493,7 @@ def gru(
     if params.b_h is None:
       return zx
     # b_h^r and b_h^z are plain additive terms; b_h^n sits inside r ⊙ (...).
-    return zx + params.b_h.at[2 * H:].set(0)
+    return _add(zx, params.b_h.at[2 * H:].set(0))
 
   def forward(b_hn, h_tm1, zx_t, zh_t):
     r_t = jax.nn.sigmoid(zx_t[..., :H] + zh_t[..., :H])
