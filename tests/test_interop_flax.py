@@ -45,7 +45,12 @@ def cells_of(layer):
   return [cfg["cell"]]
 
 
-def expected_param_grads(layer, converted):
+def _residual(module):
+  cell = getattr(module, "cell", None)
+  return isinstance(cell, nn.SimpleCell) and cell.residual
+
+
+def expected_param_grads(layer, converted, residual=False):
   """Flax's weight gradients in jaxrnn's layout, filler biases filled in.
 
   from_flax adds zero biases where Flax has none (LSTM: ``b_x``; Simple:
@@ -57,7 +62,9 @@ def expected_param_grads(layer, converted):
     if kind == "lstm":
       return p._replace(b_x=p.b_h)
     if kind == "elman":
-      return p._replace(b_h=p.b_x)
+      # Converting a gradient adds the residual's identity to W_h: undo it.
+      W_h = p.W_h - jnp.eye(p.W_h.shape[0], dtype=p.W_h.dtype) if residual else p.W_h
+      return p._replace(W_h=W_h, b_h=p.b_x)
     H = dict(cell.config)["hidden_size"]
     return p._replace(b_h=jnp.concatenate([p.b_x[:2 * H], p.b_h[2 * H:]]))
 
@@ -129,7 +136,7 @@ def check_against_flax(module, *, dtype=np.float32, seed=0, lengths=LENGTHS,
         lambda a, b: np.testing.assert_allclose(a, b, err_msg="dcarry", **tol),
         j_grads[2], f_grads[2])
   _, converted = from_flax(module, f_grads[0])
-  expected = expected_param_grads(layer, converted)
+  expected = expected_param_grads(layer, converted, residual=_residual(module))
   flat_j, tree_j = jax.tree_util.tree_flatten_with_path(j_grads[0])
   flat_f, tree_f = jax.tree_util.tree_flatten_with_path(expected)
   assert tree_j == tree_f
@@ -146,20 +153,19 @@ def Bi(fwd, bwd, **kwargs):
   return nn.Bidirectional(nn.RNN(fwd), nn.RNN(bwd), return_carry=True, **kwargs)
 
 
+# Each cell kind appears alone and inside a Bidirectional; the property test
+# adds more combinations.
 CONFIGS = {
-    "simple": lambda: RNN(nn.SimpleCell(4)),
     "simple_relu_residual_reverse": lambda: RNN(
         nn.SimpleCell(4, activation_fn=nn.relu, residual=True), reverse=True, keep_order=True),
     "simple_softplus": lambda: RNN(nn.SimpleCell(3, activation_fn=jax.nn.softplus)),
-    "lstm": lambda: RNN(nn.LSTMCell(4)),
     "optimized_lstm_reverse": lambda: RNN(nn.OptimizedLSTMCell(4), reverse=True,
                                           keep_order=True),
-    "gru": lambda: RNN(nn.GRUCell(4)),
     "bi_lstm_gru": lambda: Bi(nn.LSTMCell(3), nn.GRUCell(3)),
     "bi_gru_simple_sum": lambda: Bi(nn.GRUCell(3), nn.SimpleCell(3),
                                     merge_fn=lambda a, b: a + b),
 }
-NO_INITIAL_CARRY = {"simple", "gru"}
+NO_INITIAL_CARRY = {"simple_softplus"}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -174,7 +180,7 @@ def test_matches_flax_float64(x64):
   check_against_flax(module, dtype=np.float64, unroll=1)
 
 
-@settings(max_examples=5, deadline=None, derandomize=True)
+@settings(max_examples=4, deadline=None, derandomize=True, database=None)
 @given(
     kind=st.sampled_from(["SimpleCell", "LSTMCell", "OptimizedLSTMCell", "GRUCell"]),
     features=st.integers(1, 4),
@@ -266,7 +272,7 @@ def test_other_errors():
     from_flax(module, variables)
   with pytest.raises(TypeError, match="SimpleCell"):
     from_flax(nn.Dense(3), {})
-  with pytest.raises(ValueError, match="'hn'"):
+  with pytest.raises(ValueError, match="'ir/kernel'"):
     from_flax(nn.GRUCell(3), {"params": {"ir": {}}})
   with pytest.raises(TypeError, match="rnn_options"):
     from_flax(nn.GRUCell(3), variables["params"]["cell"], unroll=2)

@@ -24,7 +24,7 @@ jaxrnn's carry of the stack is a tuple with one entry per layer: the cell's
 carry (``h`` or `LSTMState`) or a `BidirectionalCarry` of two.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -434,8 +434,16 @@ def to_torch(layer: Layer, params: Any, *, batch_first: bool = False):
             f"{where}.W_x: layer {k} of a torch module takes inputs of size "
             f"{expected_in}, got W_x of shape {np.shape(p.W_x)}"
         )
+      if spec.mode == "LSTM" and (p.W_hr is None) != (not P):
+        raise ValueError(
+            f"{where}.W_hr: expected {'an (H, P) array' if P else 'None'} for "
+            f"an LSTM with proj_size={P or None}, got "
+            f"{'None' if p.W_hr is None else 'an array'}"
+        )
       for leaf in (x for x in p if x is not None):
-        leaf_dtype = getattr(leaf, "dtype", None) or np.asarray(leaf).dtype
+        leaf_dtype = getattr(leaf, "dtype", None)
+        if leaf_dtype is None:
+          leaf_dtype = np.asarray(leaf).dtype
         if dtype is None:
           dtype = jnp.dtype(leaf_dtype)
         elif jnp.dtype(leaf_dtype) != dtype:
@@ -490,7 +498,8 @@ def carry_from_torch(layer: Layer, h0: Any, c0: Any = None) -> Any:
     h0: ``(num_layers * D, B, H_out)`` for a minibatch or
       ``(num_layers * D, H_out)`` for one sequence, where ``D = 2`` for a
       bidirectional module and ``H_out = proj_size or hidden_size``; a torch
-      tensor or an array.
+      tensor or an array. For an LSTM, torch's ``hx = (h_0, c_0)`` tuple
+      may be passed here instead, with ``c0=None``.
     c0: for an LSTM, the cell states ``(num_layers * D, B, H)`` (or
       ``(num_layers * D, H)``); ``None`` otherwise (torch takes them
       together as ``(h_0, c_0)``).
@@ -512,6 +521,10 @@ def carry_from_torch(layer: Layer, h0: Any, c0: Any = None) -> Any:
   """
   spec, is_stack = _spec_from_layer(layer)
   L, D = spec.num_layers, spec.num_directions
+  if isinstance(h0, (tuple, list)):
+    if len(h0) != 2 or c0 is not None:
+      raise ValueError("h0: a tuple must be torch's (h_0, c_0), with c0=None")
+    h0, c0 = h0
   h0 = _to_jax(h0, "h0")
   if h0.ndim not in (2, 3) or h0.shape[0] != L * D or h0.shape[-1] != spec.out_size:
     raise ValueError(

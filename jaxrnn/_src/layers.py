@@ -1,7 +1,8 @@
 """Layers: a cell unrolled over a sequence, bidirectional pairs, stacks, readouts.
 
 Every layer works on ONE sequence ``xs: (T, input_size)``; minibatches are
-``jax.vmap(layer.apply, in_axes=(None, 0, 0))(params, xs, length)``.
+``jax.vmap(layer.apply, in_axes=(None, 0))(params, xs, length=lengths)``
+(``jax.vmap`` maps keyword arguments over their leading axis).
 
 Semantics of ``length`` (an integer scalar, traced or not): steps
 ``t >= length`` are padding. Whatever they hold never changes an output at a
