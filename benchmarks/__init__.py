@@ -79,6 +79,7 @@ def machine_info() -> dict:
           break
   except OSError:
     pass
+  info["jaxrnn_git"] = _git_state()
   if "jax" in sys.modules:
     import jax
     info["jax_backend"] = jax.default_backend()
@@ -87,6 +88,20 @@ def machine_info() -> dict:
     import torch
     info["torch_num_threads"] = torch.get_num_threads()
   return info
+
+
+def _git_state():
+  """The commit and whether jaxrnn/ has uncommitted changes (None if no git)."""
+  import subprocess
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                          text=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "jaxrnn"], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return {"commit": head or None, "jaxrnn_dirty": bool(dirty)}
 
 
 def timestamp() -> str:

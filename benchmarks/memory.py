@@ -12,15 +12,17 @@ of different configurations do not mix. The child reports:
 * ``rss_before_step``: the resident set size once the step is compiled and
   its inputs are in memory (the baseline: interpreter, JAX, XLA, the
   executable, inputs and parameters);
-* ``peak_before_step``: ``ru_maxrss`` at that point (the high-water mark of
-  setup and compilation);
-* ``peak``: ``ru_maxrss`` after one execution of the step, i.e. the peak
-  process memory; ``step_cost = peak - rss_before_step`` is what the step
-  itself added;
+* ``peak_before_step``: the RSS high-water mark at that point (setup and
+  compilation);
+* ``peak``: the RSS high-water mark after one execution of the step, i.e.
+  the peak process memory; ``step_cost = peak - rss_before_step`` is what
+  the step itself added;
 * XLA's own estimate of the step's temporary buffers
   (``compiled.memory_analysis()``) and the step's run time.
 
-The parent watches each child's RSS and kills it above ``--cap-gib`` (the
+The high-water mark is the kernel's VmHWM of the child (``ru_maxrss`` is
+recorded too, but on Linux it inherits the forking parent's RSS). The
+parent watches each child's RSS and kills it above ``--cap-gib`` (the
 result then says so), so a configuration that needs more memory than the
 machine can spare is reported instead of taking the machine down. Without
 remat the activation memory grows linearly in T; it is measured at several T
@@ -51,6 +53,24 @@ TARGET_PEAK_GIB = 2.0
 def _rss_bytes():
   with open("/proc/self/statm") as f:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm_bytes():
+  """This process's own RSS high-water mark (VmHWM), or ru_maxrss.
+
+  VmHWM belongs to the process's address space, which exec creates anew.
+  ``ru_maxrss`` does not start afresh at exec on Linux: it carries the RSS of
+  the process that forked the child (here the benchmark driver, which may
+  be large), so it can overstate a small child's peak.
+  """
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return _maxrss_bytes()
 
 
 def _maxrss_bytes():
@@ -93,14 +113,16 @@ def child(T, B, D, H, remat, seed=0):
   except Exception:  # not every backend reports it
     pass
   result["rss_before_step"] = _rss_bytes()
-  result["peak_before_step"] = _maxrss_bytes()
+  result["peak_before_step"] = _hwm_bytes()
+  result["ru_maxrss_before_step"] = _maxrss_bytes()
   t0 = time.perf_counter()
   value, grads = jax.block_until_ready(compiled(params, xs, lengths))
   result["step_s"] = time.perf_counter() - t0
   result["loss"] = float(value)
   result["grads_finite"] = bool(all(bool(jnp.all(jnp.isfinite(g)))
                                     for g in jax.tree_util.tree_leaves(grads)))
-  result["peak"] = _maxrss_bytes()
+  result["peak"] = _hwm_bytes()
+  result["ru_maxrss"] = _maxrss_bytes()
   result["step_cost"] = result["peak"] - result["rss_before_step"]
   print("RESULT " + json.dumps(result), flush=True)
 

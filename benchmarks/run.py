@@ -412,6 +412,7 @@ def main(argv=None):
       from benchmarks import compile_time
       print(flush=True)
       payload["compile_time"] = compile_time.run(repeats=2 if args.quick else 5,
+                                                 run_repeats=2 if args.quick else 5,
                                                  jaxrnn_options=_jaxrnn_options(args))
     if "memory" in args.parts:
       from benchmarks import memory

@@ -175,7 +175,7 @@ CASES = [
     Case("elman_relu", lambda: jaxrnn.elman(H, activation="relu"),
          lambda p, h, x: elman_step(p, h, x, relu), "elman", H, True),
     Case("elman_callable", lambda: jaxrnn.elman(H, activation=_sin),
-         lambda p, h, x: elman_step(p, h, x, np.sin), "elman", H, True),
+         lambda p, h, x: elman_step(p, h, x, np.sin), "elman", H, False),
     Case("lstm", lambda: jaxrnn.lstm(H), lstm_step, "lstm", H, True),
     Case("lstm_proj", lambda: jaxrnn.lstm(H, proj_size=P), lstm_step, "lstm", P,
          False),
@@ -207,8 +207,14 @@ def random_like(tree, seed: int, scale: float = 0.5):
 
 def random_params(layer_or_cell, seed: int, input_size: int = D, dtype=None,
                   scale: float = 0.5):
-  """Params of ``layer_or_cell`` with every entry (biases too) random."""
-  params = layer_or_cell.init_params(jax.random.key(seed), input_size, dtype)
+  """Params of ``layer_or_cell`` with every entry (biases too) random.
+
+  Only the structure, shapes and dtypes of ``init_params`` are used (traced,
+  not run: nothing to compile); the numbers come from NumPy.
+  """
+  params = jax.eval_shape(
+      lambda key: layer_or_cell.init_params(key, input_size, dtype),
+      jax.random.key(seed))
   return random_like(params, seed + 1000, scale)
 
 
@@ -295,9 +301,10 @@ STACK_OUT = 2
 
 
 def stack_layer(**options):
-  """lstm -> bidirectional(gru, relu elman) -> reversed gru_before -> readout."""
+  """lstm_proj -> bidirectional(gru, relu elman) -> reversed gru_before ->
+  readout."""
   return jaxrnn.stack(
-      jaxrnn.rnn(jaxrnn.lstm(H), **options),
+      jaxrnn.rnn(jaxrnn.lstm(H, proj_size=P), **options),
       jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.elman(H, activation="relu"),
                            **options),
       jaxrnn.rnn(jaxrnn.gru(H, reset_after=False), reverse=True, **options),
@@ -308,7 +315,7 @@ def stack_layer(**options):
 def ref_stack(params, xs, carry, length=None):
   p0, p1, p2, p3 = params
   c0, c1, c2, _ = carry
-  ys0, k0 = run(lstm_step, np_params(p0), xs, np_carry(c0), H, length)
+  ys0, k0 = run(lstm_step, np_params(p0), xs, np_carry(c0), P, length)
   ys1, k1 = run_bidirectional(
       gru_step, lambda p, h, x: elman_step(p, h, x, relu),
       np_params(p1.forward), np_params(p1.backward), ys0,

@@ -191,8 +191,12 @@ def test_user_defined_cell():
                                          reverse=True))
 
 
-def test_layer_configs():
+def test_layer_types_and_configs():
   cell = jaxrnn.gru(H)
+  assert isinstance(cell, jaxrnn.Cell)
+  for layer in (jaxrnn.rnn(cell), ref.bidirectional_layer(), ref.stack_layer(),
+                jaxrnn.readout(2)):
+    assert isinstance(layer, jaxrnn.Layer) and not isinstance(layer, jaxrnn.Cell)
   config = dict(jaxrnn.rnn(cell, reverse=True, unroll=2, remat=3).config)
   assert config["kind"] == "rnn" and config["cell"] is cell
   assert config["reverse"] is True and config["unroll"] == 2 and config["remat"] == 3
@@ -204,10 +208,9 @@ def test_layer_configs():
 
 
 # ---------------------------------------------------------------------------
-# No implicit rank promotion. conftest.py sets jax_numpy_rank_promotion to
-# "raise", but relaxes it to "allow" per test while the cells.py bug below is
-# known (see KNOWN_CELLS_RANK_PROMOTION_BUG there); these tests trace under
-# "raise" explicitly (trace only: jax.eval_shape).
+# No implicit rank promotion: conftest.py sets jax_numpy_rank_promotion to
+# "raise" for the whole suite; these tests say so explicitly and also cover
+# the backward pass and vmap (trace only: jax.eval_shape).
 
 
 def _trace_value_and_grad(layer, length=3):
@@ -219,26 +222,29 @@ def _trace_value_and_grad(layer, length=3):
     return jnp.sum(ys)
 
   with jax.numpy_rank_promotion("raise"):
-    jax.eval_shape(jax.value_and_grad(loss, argnums=(0, 1)), params, xs)
+    value, (g_params, g_xs) = jax.eval_shape(
+        jax.value_and_grad(loss, argnums=(0, 1)), params, xs)
+    assert value.shape == () and g_xs.shape == (T, D)
+    assert jax.tree_util.tree_structure(g_params) == jax.tree_util.tree_structure(params)
     batched = jax.vmap(lambda p, xs, n: layer.apply(p, xs, length=n),
                        in_axes=(None, 0, 0))
-    jax.eval_shape(batched, params, jnp.ones((2, T, D)), jnp.array([1, 2]))
+    ys, _ = jax.eval_shape(batched, params, jnp.ones((2, T, D)), jnp.array([1, 2]))
+    assert ys.shape[:2] == (2, T)
 
 
-CLEAN_LAYERS = {
-    "rnn_nobias_" + c.name: (lambda c=c: jaxrnn.rnn(c.make()))
-    for c in CASES if not c.bias
-}
-CLEAN_LAYERS["bidirectional_nobias"] = lambda: jaxrnn.bidirectional(
+RANK_LAYERS = {"rnn_" + c.name: (lambda c=c: jaxrnn.rnn(c.make())) for c in CASES}
+RANK_LAYERS["rnn_reverse_remat"] = lambda: jaxrnn.rnn(jaxrnn.lstm(H), reverse=True,
+                                                      remat=2)
+RANK_LAYERS["bidirectional_nobias"] = lambda: jaxrnn.bidirectional(
     jaxrnn.elman(H, bias=False), jaxrnn.gru(H, bias=False, reset_after=False),
     merge="sum", remat=2)
-CLEAN_LAYERS["stack_nobias_readout"] = lambda: jaxrnn.stack(
-    jaxrnn.rnn(jaxrnn.lstm(H, bias=False, proj_size=P)), jaxrnn.readout(2))
+RANK_LAYERS["bidirectional_custom_merge"] = lambda: ref.bidirectional_layer("custom")
+RANK_LAYERS["stack_readout"] = ref.stack_layer
 
 
-@pytest.mark.parametrize("name", sorted(CLEAN_LAYERS))
+@pytest.mark.parametrize("name", sorted(RANK_LAYERS))
 def test_no_implicit_rank_promotion(name):
-  _trace_value_and_grad(CLEAN_LAYERS[name]())
+  _trace_value_and_grad(RANK_LAYERS[name]())
 
 
 def test_no_implicit_rank_promotion_cells_and_losses():
@@ -246,26 +252,12 @@ def test_no_implicit_rank_promotion_cells_and_losses():
     for case in CASES:
       cell = case.make()
       params = jax.eval_shape(lambda k: cell.init_params(k, D), jax.random.key(0))
-      jax.eval_shape(cell.cell_apply, params, cell.init_carry(), jnp.ones(D))
-    jax.eval_shape(lambda l, n: jaxrnn.sequence_loss(l, n, reduction="mean"),
-                   jnp.ones((2, 3, T)), jnp.ones((2, 3), jnp.int32))
-    jax.eval_shape(lambda l, n: jaxrnn.sequence_loss(l, n, reduction="last"),
-                   jnp.ones((2, T)), jnp.ones((2,), jnp.int32))
+      _, y = jax.eval_shape(cell.cell_apply, params, cell.init_carry(), jnp.ones(D))
+      assert y.shape == (case.out_size,)
+    loss = jax.eval_shape(lambda l, n: jaxrnn.sequence_loss(l, n, reduction="mean"),
+                          jnp.ones((2, 3, T)), jnp.ones((2, 3), jnp.int32))
+    assert loss.shape == (2, 3)
+    loss = jax.eval_shape(lambda l, n: jaxrnn.sequence_loss(l, n, reduction="last"),
+                          jnp.ones((2, T)), jnp.ones((2,), jnp.int32))
+    assert loss.shape == (2,)
 
-
-BIASED = [c for c in CASES if c.bias]
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "cells.py bug: the input projection adds b_x / b_h (shape (G*H,)) to "
-    "xs @ W_x (shape (T, G*H)) by implicit rank promotion (`_add` in every "
-    "cell's `project`, `zx + params.b_h.at[2 * H:].set(0)` in gru), so rnn "
-    "over any cell with biases raises under jax_numpy_rank_promotion='raise'. "
-    "Repro: jax.config.update('jax_numpy_rank_promotion', 'raise'); "
-    "l = jaxrnn.rnn(jaxrnn.gru(4)); l.apply(l.init_params(jax.random.key(0), 3), "
-    "jnp.ones((5, 3))). Fix: broadcast explicitly, e.g. b[None, :] or "
-    "jnp.broadcast_to(b, zx.shape). When fixed: remove this marker and set "
-    "KNOWN_CELLS_RANK_PROMOTION_BUG = False in conftest.py."))
-@pytest.mark.parametrize("case", BIASED, ids=[c.name for c in BIASED])
-def test_no_implicit_rank_promotion_rnn_with_bias(case):
-  _trace_value_and_grad(jaxrnn.rnn(case.make()))

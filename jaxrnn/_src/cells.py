@@ -138,11 +138,12 @@ def _init_fused(key, input_size, dtype, *, hidden_size, rows_h, num_gates, bias,
   dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
   k_x, k_h, k_bx, k_bh = jax.random.split(key, 4)
   gh = num_gates * hidden_size
-  W_x = input_init(k_x, (input_size, gh), dtype)
+  W_x = inits.draw(input_init, k_x, (input_size, gh), dtype)
   W_h = inits.per_gate(recurrent_init, k_h, rows_h, hidden_size, num_gates, dtype)
   if not bias:
     return W_x, W_h, None, None
-  return W_x, W_h, bias_init(k_bx, (gh,), dtype), bias_init(k_bh, (gh,), dtype)
+  return (W_x, W_h, inits.draw(bias_init, k_bx, (gh,), dtype),
+          inits.draw(bias_init, k_bh, (gh,), dtype))
 
 
 def _check_fused_params(params, params_type, owner, hidden_size, rows_h, num_gates):
@@ -363,7 +364,7 @@ def lstm(
       b_x = b_x.at[H:2 * H].add(jnp.asarray(forget_bias, b_x.dtype))
     W_hr = None
     if proj_size is not None:
-      W_hr = projection_init(k_r, (H, proj_size), W_x.dtype)
+      W_hr = inits.draw(projection_init, k_r, (H, proj_size), W_x.dtype)
     return LSTMParams(W_x, W_h, b_x, b_h, W_hr)
 
   def check(params):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._src import checks
+from jaxrnn._src import initializers as inits
 from jaxrnn._src import scan as scan_lib
 from jaxrnn._src.base import Cell, Layer
 
@@ -377,8 +378,8 @@ def readout(
     dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
     k_w, k_b = jax.random.split(key)
     return ReadoutParams(
-        kernel_init(k_w, (input_size, output_size), dtype),
-        bias_init(k_b, (output_size,), dtype))
+        inits.draw(kernel_init, k_w, (input_size, output_size), dtype),
+        inits.draw(bias_init, k_b, (output_size,), dtype))
 
   def init_carry(dtype=None):
     del dtype

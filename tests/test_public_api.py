@@ -1,0 +1,72 @@
+"""The public API: exactly these names, all importable."""
+
+import importlib
+import typing
+
+import jaxrnn
+
+EXPECTED = {
+    "BidirectionalCarry",
+    "BidirectionalParams",
+    "Cell",
+    "ElmanParams",
+    "GRUParams",
+    "LSTMParams",
+    "LSTMState",
+    "Layer",
+    "ReadoutParams",
+    "bidirectional",
+    "elman",
+    "gru",
+    "lstm",
+    "readout",
+    "rnn",
+    "sequence_loss",
+    "stack",
+}
+NAMED_TUPLES = {"BidirectionalCarry", "BidirectionalParams", "Cell", "ElmanParams",
+                "GRUParams", "LSTMParams", "LSTMState", "Layer", "ReadoutParams"}
+
+
+def test_all_lists_exactly_the_public_names():
+  assert len(jaxrnn.__all__) == len(set(jaxrnn.__all__))
+  assert set(jaxrnn.__all__) == EXPECTED
+
+
+def test_every_public_name_is_importable():
+  module = importlib.import_module("jaxrnn")
+  for name in EXPECTED:
+    value = getattr(module, name)
+    if name in NAMED_TUPLES:
+      assert isinstance(value, type) and issubclass(value, tuple)
+      assert hasattr(value, "_fields")
+    else:
+      assert callable(value)
+  namespace = {}
+  exec("from jaxrnn import *", namespace)
+  assert EXPECTED <= set(namespace)
+
+
+def test_no_other_public_attributes():
+  """Besides __all__, only submodules and dunders are visible."""
+  extra = {n for n in dir(jaxrnn) if not n.startswith("_")} - EXPECTED
+  for name in extra:
+    assert type(getattr(jaxrnn, name)).__name__ == "module", name
+
+
+def test_version():
+  assert isinstance(jaxrnn.__version__, str)
+  assert jaxrnn.__version__.count(".") >= 1
+
+
+def test_documented_fields():
+  assert jaxrnn.Cell._fields[:3] == ("init_params", "init_carry", "cell_apply")
+  assert jaxrnn.Layer._fields[:3] == ("init_params", "apply", "init_carry")
+  assert jaxrnn.LSTMState._fields == ("h", "c")
+  assert jaxrnn.ReadoutParams._fields == ("W_hy", "b_y")
+  assert jaxrnn.BidirectionalParams._fields == ("forward", "backward")
+  assert jaxrnn.BidirectionalCarry._fields == ("forward", "backward")
+  for params in (jaxrnn.ElmanParams, jaxrnn.GRUParams, jaxrnn.LSTMParams):
+    assert params._fields[:4] == ("W_x", "W_h", "b_x", "b_h")
+  assert isinstance(jaxrnn.Cell, type) and issubclass(jaxrnn.Cell, tuple)
+  assert typing.get_type_hints(jaxrnn.Cell)  # annotated NamedTuple
