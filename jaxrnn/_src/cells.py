@@ -385,11 +385,9 @@ def lstm(
 
   def forward(extra, carry, zx_t, zh_t):
     del extra
-    z = zx_t + zh_t
-    i_t = jax.nn.sigmoid(z[..., 0 * H:1 * H])
-    f_t = jax.nn.sigmoid(z[..., 1 * H:2 * H])
-    g_t = jnp.tanh(z[..., 2 * H:3 * H])
-    o_t = jax.nn.sigmoid(z[..., 3 * H:4 * H])
+    z_i, z_f, z_g, z_o = jnp.split(zx_t + zh_t, 4, axis=-1)
+    i_t, f_t = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f)
+    g_t, o_t = jnp.tanh(z_g), jax.nn.sigmoid(z_o)
     c_t = f_t * carry.c + i_t * g_t
     tanh_c = jnp.tanh(c_t)
     h_t = o_t * tanh_c
@@ -398,11 +396,11 @@ def lstm(
   def tangent(extra, carry, res, dcarry, dzx_t, dzh_t, dextra):
     del extra, dextra
     i_t, f_t, g_t, o_t, tanh_c = res
-    dz = dzx_t + dzh_t
-    di = _dsigmoid(dz[..., 0 * H:1 * H], i_t)
-    df = _dsigmoid(dz[..., 1 * H:2 * H], f_t)
-    dg = _dtanh(dz[..., 2 * H:3 * H], g_t)
-    do = _dsigmoid(dz[..., 3 * H:4 * H], o_t)
+    # split (not slices): its transpose is one concatenate, where the
+    # transpose of four slices is four pads summed.
+    dz_i, dz_f, dz_g, dz_o = jnp.split(dzx_t + dzh_t, 4, axis=-1)
+    di, df = _dsigmoid(dz_i, i_t), _dsigmoid(dz_f, f_t)
+    dg, do = _dtanh(dz_g, g_t), _dsigmoid(dz_o, o_t)
     dc = df * carry.c + dcarry.c * f_t + di * g_t + dg * i_t
     dh = do * tanh_c + _dtanh(dc, tanh_c) * o_t
     return LSTMState(dh, dc), dh
@@ -497,19 +495,22 @@ def gru(
     return _add(zx, params.b_h.at[2 * H:].set(0))
 
   def forward(b_hn, h_tm1, zx_t, zh_t):
-    r_t = jax.nn.sigmoid(zx_t[..., :H] + zh_t[..., :H])
-    z_t = jax.nn.sigmoid(zx_t[..., H:2 * H] + zh_t[..., H:2 * H])
-    hn_t = _add(zh_t[..., 2 * H:], b_hn)
-    n_t = jnp.tanh(zx_t[..., 2 * H:] + r_t * hn_t)
+    x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(zh_t, 3, axis=-1)
+    r_t, z_t = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+    hn_t = _add(h_n, b_hn)
+    n_t = jnp.tanh(x_n + r_t * hn_t)
     h_t = (1 - z_t) * n_t + z_t * h_tm1
     return h_t, h_t, (r_t, z_t, n_t, hn_t)
 
   def tangent(b_hn, h_tm1, res, dh_tm1, dzx_t, dzh_t, db_hn):
     r_t, z_t, n_t, hn_t = res
-    dr = _dsigmoid(dzx_t[..., :H] + dzh_t[..., :H], r_t)
-    dz = _dsigmoid(dzx_t[..., H:2 * H] + dzh_t[..., H:2 * H], z_t)
-    dhn = _add(dzh_t[..., 2 * H:], None if b_hn is None else db_hn)
-    dn = _dtanh(dzx_t[..., 2 * H:] + dr * hn_t + dhn * r_t, n_t)
+    dx_r, dx_z, dx_n = jnp.split(dzx_t, 3, axis=-1)  # split: see lstm
+    dh_r, dh_z, dh_n = jnp.split(dzh_t, 3, axis=-1)
+    dr = _dsigmoid(dx_r + dh_r, r_t)
+    dz = _dsigmoid(dx_z + dh_z, z_t)
+    dhn = _add(dh_n, None if b_hn is None else db_hn)
+    dn = _dtanh(dx_n + dr * hn_t + dhn * r_t, n_t)
     dh = dn - dz * n_t - dn * z_t + dz * h_tm1 + dh_tm1 * z_t
     return dh, dh
 
