@@ -20,6 +20,9 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 # The benchmarks compare against the CPU build of PyTorch: keep JAX on the
 # CPU too unless the caller chose a platform explicitly.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# PyTorch's OpenMP threads otherwise spin for a while after each call, taking
+# the cores from whichever implementation the interleaved loop runs next.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _version(dist):
@@ -64,7 +67,8 @@ def machine_info() -> dict:
               ("torch", "torch"), ("numpy", "numpy"))
       },
       "env": {k: os.environ.get(k) for k in (
-          "JAX_PLATFORMS", "XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+          "JAX_PLATFORMS", "XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+          "OMP_WAIT_POLICY")
               if os.environ.get(k) is not None},
   }
   try:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-nn = pytest.importorskip("flax.linen")
+import flax.linen as nn
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 import jaxrnn  # noqa: E402
@@ -19,15 +19,6 @@ from jaxrnn.interop import carry_from_flax, carry_to_flax, from_flax  # noqa: E4
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
 LENGTHS = [3, 5, 1]  # includes 1 and T = 5
 INPUT_SIZE = 2
-
-
-@pytest.fixture
-def x64():
-  jax.config.update("jax_enable_x64", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_enable_x64", False)
 
 
 def random_variables(module, xs, seed=0):

@@ -14,9 +14,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "jax":
-  pytest.skip("the Keras tests need KERAS_BACKEND=jax", allow_module_level=True)
+import keras  # noqa: E402
+
+# Keras must run on its JAX backend (set before keras is first imported).
+assert keras.backend.backend() == "jax", keras.backend.backend()
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 import jaxrnn  # noqa: E402
@@ -29,15 +30,6 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol
 LENGTHS = [3, 5, 1]  # includes 1 and T = 5
 INPUT_SIZE = 2
 KL = keras.layers
-
-
-@pytest.fixture
-def x64():
-  jax.config.update("jax_enable_x64", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_enable_x64", False)
 
 
 def build(layer, seed=0, input_size=INPUT_SIZE):

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-hypothesis = pytest.importorskip("hypothesis")
+import torch
 from hypothesis import given, settings, strategies as st  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
@@ -22,15 +21,6 @@ from jaxrnn.interop import carry_from_torch, carry_to_torch, from_torch, to_torc
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
 MODULES = {"RNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}
-
-
-@pytest.fixture
-def x64():
-  jax.config.update("jax_enable_x64", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_enable_x64", False)
 
 
 def make_module(kind, input_size, hidden_size, dtype=torch.float32, seed=0, **kwargs):

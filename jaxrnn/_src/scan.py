@@ -80,20 +80,14 @@ def _scan_steps(step, carry, inputs, valid, reverse, unroll):
 # Fused path.
 
 
-def _fused_scan(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
-  """Forward of the fused path (no residuals): the plain masked scan."""
-  unroll = unroll[0]
-
-  def step(c, zx_t):
-    zh_t = jnp.matmul(hooks.hidden(c), W_h)
-    return hooks.pointwise(extra, c, zx_t, zh_t)
-
-  return _scan_steps(step, carry, zx, valid, reverse, unroll)
-
-
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _fused(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
-  carry, ys = _fused_scan(hooks, reverse, unroll, W_h, extra, carry, zx, valid)
+  """Primal of the fused path (no residuals kept): the plain masked scan."""
+
+  def step(c, zx_t):
+    return hooks.pointwise(extra, c, zx_t, jnp.matmul(hooks.hidden(c), W_h))
+
+  carry, ys = _scan_steps(step, carry, zx, valid, reverse, unroll[0])
   return ys, carry
 
 
@@ -130,8 +124,6 @@ def _fused_jvp(hooks, reverse, unroll, primals, tangents):
       tangent_step, dcarry, (valid, carries, res, dzx, dzh_w),
       reverse=reverse, unroll=unroll_bwd)
   return (ys, final), (dys, dfinal)
-
-
 
 
 # ---------------------------------------------------------------------------
