@@ -68,11 +68,12 @@ class GRUParams(NamedTuple):
 class FusedHooks(NamedTuple):
   """How a built-in cell's step splits around its recurrent product (internal).
 
-  A step is ``zh = hidden(carry) @ W_h`` followed by elementwise work
-  ``forward(extra, carry, zx, zh) -> (carry, y, residuals)``, where
-  ``W_h, extra = split(params)`` and ``extra`` holds the small parameters
-  used in the elementwise part (a pytree, possibly None). The residuals are
-  what cuDNN keeps: the gate activations.
+  A step is ``zx = x @ W_x + b_in`` and ``zh = hidden(carry) @ W_h``
+  followed by elementwise work ``forward(extra, carry, zx, zh) -> (carry, y,
+  residuals)``, where ``W_x, b_in, W_h, extra = split(params)``: ``b_in``
+  is every bias that adds to ``zx`` (None without biases) and ``extra``
+  holds the small parameters used in the elementwise part (a pytree,
+  possibly None). The residuals are what cuDNN keeps: the gate activations.
 
   ``tangent(extra, carry, residuals, dcarry, dzx, dzh, dextra) -> (dcarry,
   dy)`` is the step's JVP, written to be linear in the tangents ``dcarry,
@@ -81,7 +82,7 @@ class FusedHooks(NamedTuple):
   backward step and needs nothing recomputed.
   """
 
-  split: Callable[[Any], tuple[Array, Any]]
+  split: Callable[[Any], tuple[Array, Optional[Array], Array, Any]]
   hidden: Callable[[Any], Array]
   forward: Callable[..., tuple[Any, Array, Any]]
   tangent: Callable[..., tuple[Any, Array]]
@@ -129,6 +130,13 @@ def _add(a: Array, b: Optional[Array]) -> Array:
   if b is None:
     return a
   return a + jnp.reshape(b, (1,) * (a.ndim - b.ndim) + b.shape)
+
+
+def _bias_sum(a: Optional[Array], b: Optional[Array]) -> Optional[Array]:
+  """``a + b`` where either may be absent (None)."""
+  if a is None or b is None:
+    return b if a is None else a
+  return a + b
 
 
 def _init_fused(key, input_size, dtype, *, hidden_size, rows_h, num_gates, bias,
@@ -251,9 +259,13 @@ def elman(
   def check(params):
     _check_fused_params(params, ElmanParams, owner, hidden_size, hidden_size, 1)
 
+  def split(params):
+    # Both biases are plain additive terms: they join the input projection.
+    return params.W_x, _bias_sum(params.b_x, params.b_h), params.W_h, None
+
   def project(params, xs):
-    # Both biases are outside the nonlinearity's recurrent term: fold them in.
-    return _add(_add(checks.matmul(xs, params.W_x), params.b_x), params.b_h)
+    W_x, b_in, _, _ = split(params)
+    return _add(checks.matmul(xs, W_x), b_in)
 
   def forward(extra, h_tm1, zx_t, zh_t):
     del extra, h_tm1
@@ -269,9 +281,6 @@ def elman(
     else:
       dh = _dtanh(dz, res)
     return dh, dh
-
-  def split(params):
-    return params.W_h, None
 
   def recurrence(params, h_tm1, zx_t):
     h_t, y_t, _ = forward(None, h_tm1, zx_t, checks.matmul(h_tm1, params.W_h))
@@ -380,8 +389,12 @@ def lstm(
     dtype = checks.default_float() if dtype is None else dtype
     return LSTMState(h=jnp.zeros((out_size,), dtype), c=jnp.zeros((H,), dtype))
 
+  def split(params):
+    return params.W_x, _bias_sum(params.b_x, params.b_h), params.W_h, None
+
   def project(params, xs):
-    return _add(_add(checks.matmul(xs, params.W_x), params.b_x), params.b_h)
+    W_x, b_in, _, _ = split(params)
+    return _add(checks.matmul(xs, W_x), b_in)
 
   def forward(extra, carry, zx_t, zh_t):
     del extra
@@ -414,7 +427,7 @@ def lstm(
 
   fused = None
   if proj_size is None:
-    fused = FusedHooks(lambda p: (p.W_h, None), lambda c: c.h, forward, tangent)
+    fused = FusedHooks(split, lambda c: c.h, forward, tangent)
   return _make_cell(
       init_params=init_params, init_carry=init_carry, project=project,
       recurrence=recurrence, check=check, hidden_size=H, output_size=out_size,
@@ -487,12 +500,16 @@ def gru(
   def check(params):
     _check_fused_params(params, GRUParams, owner, H, H, 3)
 
-  def project(params, xs):
-    zx = _add(checks.matmul(xs, params.W_x), params.b_x)
+  def split(params):
     if params.b_h is None:
-      return zx
+      return params.W_x, params.b_x, params.W_h, None
     # b_h^r and b_h^z are plain additive terms; b_h^n sits inside r ⊙ (...).
-    return _add(zx, params.b_h.at[2 * H:].set(0))
+    b_in = _bias_sum(params.b_x, params.b_h.at[2 * H:].set(0))
+    return params.W_x, b_in, params.W_h, params.b_h[2 * H:]
+
+  def project(params, xs):
+    W_x, b_in, _, _ = split(params)
+    return _add(checks.matmul(xs, W_x), b_in)
 
   def forward(b_hn, h_tm1, zx_t, zh_t):
     x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
@@ -514,16 +531,13 @@ def gru(
     dh = dn - dz * n_t - dn * z_t + dz * h_tm1 + dh_tm1 * z_t
     return dh, dh
 
-  def split(params):
-    return params.W_h, None if params.b_h is None else params.b_h[2 * H:]
-
   def recurrence_after(params, h_tm1, zx_t):
-    W_h, b_hn = split(params)
+    _, _, W_h, b_hn = split(params)
     h_t, y_t, _ = forward(b_hn, h_tm1, zx_t, checks.matmul(h_tm1, W_h))
     return h_t, y_t
 
   def recurrence_before(params, h_tm1, zx_t):
-    W_h, b_hn = split(params)
+    _, _, W_h, b_hn = split(params)
     zh_rz = checks.matmul(h_tm1, W_h[:, :2 * H])
     r_t = jax.nn.sigmoid(zx_t[..., :H] + zh_rz[..., :H])
     z_t = jax.nn.sigmoid(zx_t[..., H:2 * H] + zh_rz[..., H:])

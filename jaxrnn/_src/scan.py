@@ -2,20 +2,26 @@
 
 Three things happen here, each for speed or memory:
 
-* Hoisting. For cells with ``project_inputs``, ``zx = xs @ W_x + b`` is one
+* Hoisting. On the plain path, ``zx = xs @ W_x + b`` is one
   ``(T, D) x (D, G*H)`` product before the scan; a step does only
   ``h_{t-1} @ W_h`` and elementwise work.
 * Fused backward (``fused``). A custom JVP: its rule runs the forward scan
   saving the gate activations (as cuDNN does), then a tangent scan that is
-  linear in the tangents, with the weight's tangent hoisted out of the loop
-  as one product ``h_{t-1} dW_h`` for all steps. JAX's transpose of that
-  tangent scan is the backward pass: a scan that carries only the recurrent
-  data gradient ``dh_{t-1} = dz_t W_h^T`` (plus the cell's own carry terms)
-  and emits ``dz_t`` for every step; the weight gradients are then single
-  large products after the scan: ``dW_h = sum_t h_{t-1}^T dz_t`` and
-  ``dW_x = sum_t x_t^T dz_t`` (the latter by autodiff of the hoisted
-  projection). Under ``vmap`` these contract over batch and time at once.
-  Being a JVP, it also serves forward mode and higher orders.
+  linear in the tangents. Everything that does not depend on the recurrence
+  is hoisted out of that loop as one product for all steps: the input
+  projection's tangent ``dxs W_x + xs dW_x`` and the recurrent weight's
+  ``h_{t-1} dW_h``. JAX's transpose of the tangent scan is the backward
+  pass: a scan that carries only the recurrent data gradient
+  ``dh_{t-1} = dz_t W_h^T`` (plus the cell's own carry terms) and emits
+  ``dz_t`` for every step; the weight gradients are then single large
+  products after the scan, ``dW_h = sum_t h_{t-1}^T dz_t`` and
+  ``dW_x = sum_t x_t^T dz_t``, which under ``vmap`` contract over batch and
+  time at once. Being a JVP, it also serves forward mode and higher orders.
+  Its forward scan projects each step's input inside the loop: measured on
+  CPU, materialising the ``(T, B, G*H)`` projection (and the transposes
+  ``vmap`` adds to reach time-major layout) cost more than the per-step
+  product, up to 1.5x the whole forward pass at (B, T, D, H) =
+  (128, 50, 256, 512).
 * Chunked remat (``remat``). The sequence is cut into chunks; only the carry
   at each chunk boundary is kept, and a chunk's activations are recomputed
   during the backward pass (``jax.checkpoint``), so activation memory grows
@@ -80,36 +86,49 @@ def _scan_steps(step, carry, inputs, valid, reverse, unroll):
 # Fused path.
 
 
+def _project(x, W_x, b_in):
+  """``x @ W_x + b_in`` for ``x`` of shape ``(..., D)``."""
+  zx = jnp.matmul(x, W_x)
+  if b_in is None:
+    return zx
+  return zx + jnp.reshape(b_in, (1,) * (zx.ndim - 1) + b_in.shape)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _fused(hooks, reverse, unroll, W_h, extra, carry, zx, valid):
+def _fused(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid):
   """Primal of the fused path (no residuals kept): the plain masked scan."""
 
-  def step(c, zx_t):
-    return hooks.pointwise(extra, c, zx_t, jnp.matmul(hooks.hidden(c), W_h))
+  def step(c, x_t):
+    zh_t = jnp.matmul(hooks.hidden(c), W_h)
+    return hooks.pointwise(extra, c, _project(x_t, W_x, b_in), zh_t)
 
-  carry, ys = _scan_steps(step, carry, zx, valid, reverse, unroll[0])
+  carry, ys = _scan_steps(step, carry, xs, valid, reverse, unroll[0])
   return ys, carry
 
 
 @_fused.defjvp
 def _fused_jvp(hooks, reverse, unroll, primals, tangents):
   unroll, unroll_bwd = unroll
-  W_h, extra, carry, zx, valid = primals
-  dW_h, dextra, dcarry, dzx, _ = tangents
+  W_x, b_in, W_h, extra, carry, xs, valid = primals
+  dW_x, db_in, dW_h, dextra, dcarry, dxs, _ = tangents
 
   def step(c, inp):
-    valid_t, zx_t = inp
-    new_c, y, res = hooks.forward(extra, c, zx_t, jnp.matmul(hooks.hidden(c), W_h))
+    valid_t, x_t = inp
+    zh_t = jnp.matmul(hooks.hidden(c), W_h)
+    new_c, y, res = hooks.forward(extra, c, _project(x_t, W_x, b_in), zh_t)
     if valid_t is not None:
       new_c, y = _select(valid_t, new_c, c), _zero_unless(valid_t, y)
     # Residuals: the carry entering the step and the cell's gate activations.
     return new_c, (y, c, res)
 
   final, (ys, carries, res) = jax.lax.scan(
-      step, carry, (valid, zx), reverse=reverse, unroll=unroll)
+      step, carry, (valid, xs), reverse=reverse, unroll=unroll)
 
-  # The weight's tangent enters every step as h_{t-1} dW_h: one product for
-  # all steps, outside the loop. Transposed, it is dW_h = sum_t h_{t-1}^T dz_t.
+  # Everything that does not depend on the recurrence is one product for all
+  # steps, outside the loop: the input projection's tangent, and the
+  # recurrent weight's tangent h_{t-1} dW_h. Transposed, these are
+  # dW_x = sum_t x_t^T dz_t, dxs = dz W_x^T and dW_h = sum_t h_{t-1}^T dz_t.
+  dzx = jnp.matmul(dxs, W_x) + _project(xs, dW_x, db_in)
   dzh_w = jnp.matmul(hooks.hidden(carries), dW_h)
 
   def tangent_step(dc, inp):
@@ -136,19 +155,22 @@ def _run(cell: Cell, params, carry, xs, valid, reverse, unroll, use_fused):
     step = partial(cell.cell_apply, params)
     carry, ys = _scan_steps(step, carry, xs, valid, reverse, unroll[0])
     return ys, carry
+  if use_fused and _fusable(params, xs, carry):
+    # The step projects its own input: no (T, G*H) array is materialised
+    # in the forward pass (its tangent is still one product; see _fused_jvp).
+    cell.project_inputs(params, xs[:0])  # checks params at trace time
+    W_x, b_in, W_h, extra = cell.fused.split(params)
+    return _fused(cell.fused, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid)
   zx = cell.project_inputs(params, xs)
-  if use_fused and _fusable(params, zx, carry):
-    W_h, extra = cell.fused.split(params)
-    return _fused(cell.fused, reverse, unroll, W_h, extra, carry, zx, valid)
   step = partial(cell.recurrence, params)
   carry, ys = _scan_steps(step, carry, zx, valid, reverse, unroll[0])
   return ys, carry
 
 
-def _fusable(params, zx, carry) -> bool:
+def _fusable(params, xs, carry) -> bool:
   # The fused step runs the product in the carry's dtype: keep low-precision
   # params (which need a float32 accumulation policy) on the plain path.
-  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves((params, zx, carry))}
+  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves((params, xs, carry))}
   return len(dtypes) == 1
 
 
