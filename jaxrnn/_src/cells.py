@@ -189,6 +189,15 @@ def _make_cell(*, init_params, init_carry, project, recurrence, check,
     checks.check_carry(carry, init_carry(), "cell_apply")
     return recurrence(params, carry, project(params, x))
 
+  if fused is not None:
+    split = fused.split
+
+    def checked_split(params):
+      check(params)
+      return split(params)
+
+    fused = fused._replace(split=checked_split)
+
   return Cell(
       init_params=init_params,
       init_carry=init_carry,

@@ -31,7 +31,6 @@ Three things happen here, each for speed or memory:
 
 import math
 from functools import partial
-from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +53,7 @@ def _zero_unless(valid, y):
 # {(32, 100, 128, 256), (8, 1000, 64, 128), (1, 500, 32, 64)}: unrolling the
 # forward scan by 4 cut the LSTM forward from 39 to 30 ms at the first shape
 # and never lost; unrolling the backward scan never helped and cost up to
-# 30% (see benchmarks/README.md). Other backends are unmeasured: no unroll.
+# 30% (README.md, Performance). Other backends are unmeasured: no unroll.
 DEFAULT_UNROLL = {"cpu": (4, 1)}
 _OTHER_BACKENDS = (1, 1)
 
@@ -158,7 +157,6 @@ def _run(cell: Cell, params, carry, xs, valid, reverse, unroll, use_fused):
   if use_fused and _fusable(params, xs, carry):
     # The step projects its own input: no (T, G*H) array is materialised
     # in the forward pass (its tangent is still one product; see _fused_jvp).
-    cell.project_inputs(params, xs[:0])  # checks params at trace time
     W_x, b_in, W_h, extra = cell.fused.split(params)
     return _fused(cell.fused, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid)
   zx = cell.project_inputs(params, xs)
