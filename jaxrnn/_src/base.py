@@ -36,6 +36,13 @@ class Cell(NamedTuple):
     config: static description of the cell as ``((name, value), ...)``
       pairs, e.g. ``(("kind", "lstm"), ("hidden_size", 8), ...)``; read it
       with ``dict(cell.config)``. Empty for user cells.
+    input_ndim: the rank of one step's input ``x``: 1 for vectors
+      ``(input_size,)`` (the default), 3 for feature maps ``(height, width,
+      channels)`` as in `jaxrnn.conv_lstm`. A layer over the cell takes
+      ``xs`` of rank ``1 + input_ndim``.
+    parallel: optional hooks that let `jaxrnn.rnn` evaluate a recurrence
+      that is linear in the state with ``jax.lax.associative_scan``
+      (internal to the built-in parallel cells; ``None`` otherwise).
 
   A user-defined cell needs only the first three fields:
   ``Cell(init_params, init_carry, cell_apply)``.
@@ -50,6 +57,8 @@ class Cell(NamedTuple):
   recurrence: Optional[Callable[[Params, Carry, Any], tuple[Carry, Any]]] = None
   fused: Any = None
   config: tuple = ()
+  input_ndim: int = 1
+  parallel: Any = None
 
 
 class Layer(NamedTuple):

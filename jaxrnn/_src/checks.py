@@ -48,23 +48,32 @@ def check_floating(value: Any, name: str) -> None:
     raise TypeError(f"{name}: expected a floating-point array, got dtype {dtype}")
 
 
-def check_sequence(xs: Any, input_size: Optional[int], owner: str) -> None:
-  """Checks that ``xs`` is one sequence of shape ``(T, input_size)``."""
+def check_sequence(xs: Any, input_size: Optional[int], owner: str,
+                   input_ndim: int = 1) -> None:
+  """Checks that ``xs`` is one sequence of shape ``(T, input_size)``.
+
+  With ``input_ndim > 1`` each step is itself an array (e.g. a feature map
+  ``(height, width, channels)``) and ``xs`` has rank ``1 + input_ndim``;
+  ``input_size`` is then the size of the last axis.
+  """
   shape = np.shape(xs)
-  if len(shape) != 2:
+  if len(shape) != 1 + input_ndim:
+    want = "(T, input_size)" if input_ndim == 1 else (
+        "(T, " + ", ".join(f"d{k}" for k in range(input_ndim - 1)) + ", channels)")
     hint = ""
-    if len(shape) == 3:
+    if len(shape) == 2 + input_ndim:
       hint = (
           "; apply works on ONE sequence: for a minibatch use "
           "jax.vmap(layer.apply, in_axes=(None, 0)) (and vmap `length` too)"
       )
     raise ValueError(
-        f"xs: {owner} expects shape (T, input_size), got shape {tuple(shape)} "
+        f"xs: {owner} expects shape {want}, got shape {tuple(shape)} "
         f"(rank {len(shape)}){hint}"
     )
-  if input_size is not None and shape[1] != input_size:
+  if input_size is not None and shape[-1] != input_size:
+    want = f"(T, {input_size})" if input_ndim == 1 else f"(T, ..., {input_size})"
     raise ValueError(
-        f"xs: {owner} expects shape (T, {input_size}) to match its params' "
+        f"xs: {owner} expects shape {want} to match its params' "
         f"input_size={input_size}, got shape {tuple(shape)}"
     )
   check_floating(xs, "xs")

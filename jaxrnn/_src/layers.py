@@ -136,7 +136,7 @@ def rnn(
   use_fused = cell.fused is not None and fused_vjp is not False
 
   def apply(params, xs, *, length=None, carry=None):
-    checks.check_sequence(xs, _input_size_of(params), "rnn.apply")
+    checks.check_sequence(xs, _input_size_of(params), "rnn.apply", cell.input_ndim)
     length = checks.check_length(length, xs.shape[0])
     acc = checks.accumulation_dtype(xs.dtype, *[
         leaf.dtype for leaf in jax.tree_util.tree_leaves(params)])
