@@ -39,6 +39,13 @@ class ElmanParams(NamedTuple):
   b_h: Optional[Array]  # (H,), None when bias=False
 
 
+class LayerNormParams(NamedTuple):
+  """Gain and offset of one layer normalisation (Ba et al. 2016)."""
+
+  scale: Array  # (N,), initialised to ones
+  offset: Array  # (N,), initialised to zeros
+
+
 class LSTMParams(NamedTuple):
   """Parameters of `lstm`; gates fused in the order (i, f, g, o)."""
 
@@ -47,6 +54,10 @@ class LSTMParams(NamedTuple):
   b_x: Optional[Array]  # (4H,), None when bias=False
   b_h: Optional[Array]  # (4H,), None when bias=False
   W_hr: Optional[Array] = None  # (H, P) output projection, only with proj_size
+  W_c: Optional[Array] = None  # (3, H) peepholes (i, f, o), only with peephole
+  ln_x: Optional[LayerNormParams] = None  # (4H,) each, only with layer_norm
+  ln_h: Optional[LayerNormParams] = None  # (4H,) each, only with layer_norm
+  ln_c: Optional[LayerNormParams] = None  # (H,) each, only with layer_norm
 
 
 class LSTMState(NamedTuple):
@@ -63,6 +74,8 @@ class GRUParams(NamedTuple):
   W_h: Array  # (H, 3H)
   b_x: Optional[Array]  # (3H,), None when bias=False
   b_h: Optional[Array]  # (3H,), None when bias=False
+  ln_x: Optional[LayerNormParams] = None  # (3H,) each, only with layer_norm
+  ln_h: Optional[LayerNormParams] = None  # (3H,) each, only with layer_norm
 
 
 class FusedHooks(NamedTuple):
@@ -130,6 +143,49 @@ def _add(a: Array, b: Optional[Array]) -> Array:
   if b is None:
     return a
   return a + jnp.reshape(b, (1,) * (a.ndim - b.ndim) + b.shape)
+
+
+def _masked(h: Array, recurrent_mask: Optional[Array]) -> Array:
+  """``h`` as it enters a recurrent product, under variational dropout."""
+  return h if recurrent_mask is None else h * recurrent_mask.astype(h.dtype)
+
+
+def _layer_norm(z: Array, params: Optional[LayerNormParams], eps: float) -> Array:
+  """Normalises ``z: (..., N)`` over its last axis, then scales and shifts.
+
+  Statistics are computed in ``z``'s dtype (float32 for 16-bit params, whose
+  products accumulate in float32).
+  """
+  if params is None:
+    return z
+  mean = jnp.mean(z, axis=-1, keepdims=True)
+  centred = z - mean
+  var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+  normed = centred * jax.lax.rsqrt(var + jnp.asarray(eps, z.dtype))
+  scale = params.scale.astype(z.dtype)
+  return _add(normed * jnp.reshape(scale, (1,) * (z.ndim - 1) + scale.shape),
+              params.offset.astype(z.dtype))
+
+
+def _init_layer_norm(size: int, dtype) -> LayerNormParams:
+  return LayerNormParams(jnp.ones((size,), dtype), jnp.zeros((size,), dtype))
+
+
+def _check_layer_norm(value, size, name, owner, enabled):
+  if not enabled:
+    if value is not None:
+      raise ValueError(f"params.{name}: {owner} has no layer_norm, got {_kind(value)}")
+    return
+  if not isinstance(value, LayerNormParams):
+    raise TypeError(
+        f"params.{name}: {owner} expects LayerNormParams(scale, offset), got "
+        f"{_kind(value)}")
+  checks.check_array_shape(value.scale, (size,), f"params.{name}.scale", owner)
+  checks.check_array_shape(value.offset, (size,), f"params.{name}.offset", owner)
+
+
+def _kind(value) -> str:
+  return "None" if value is None else type(value).__name__
 
 
 def _bias_sum(a: Optional[Array], b: Optional[Array]) -> Optional[Array]:
@@ -291,8 +347,9 @@ def elman(
       dh = _dtanh(dz, res)
     return dh, dh
 
-  def recurrence(params, h_tm1, zx_t):
-    h_t, y_t, _ = forward(None, h_tm1, zx_t, checks.matmul(h_tm1, params.W_h))
+  def recurrence(params, h_tm1, zx_t, recurrent_mask=None):
+    zh_t = checks.matmul(_masked(h_tm1, recurrent_mask), params.W_h)
+    h_t, y_t, _ = forward(None, h_tm1, zx_t, zh_t)
     return h_t, y_t
 
   return _make_cell(
@@ -314,11 +371,15 @@ def lstm(
     *,
     forget_bias: float = 1.0,
     proj_size: Optional[int] = None,
+    peephole: bool = False,
+    layer_norm: bool = False,
+    layer_norm_eps: float = 1e-5,
     bias: bool = True,
     input_init: inits.Initializer = inits.default_input_init,
     recurrent_init: inits.Initializer = inits.default_recurrent_init,
     bias_init: inits.Initializer = inits.default_bias_init,
     projection_init: inits.Initializer = inits.default_input_init,
+    peephole_init: inits.Initializer = jax.nn.initializers.zeros,
 ) -> Cell:
   r"""The long short-term memory cell (gates fused in the order i, f, g, o).
 
@@ -330,16 +391,36 @@ def lstm(
     h_t &= o_t ⊙ \tanh(c_t) \quad (\text{then } h_t W_{hr}
       \text{ with proj_size}), \qquad y_t = h_t
 
+  With ``peephole=True`` (Gers & Schmidhuber 2000) the gates also see the
+  cell state through diagonal weights ``W_c = [w^i, w^f, w^o]``:
+  ``z^i += w^i ⊙ c_{t-1}``, ``z^f += w^f ⊙ c_{t-1}`` and
+  ``z^o += w^o ⊙ c_t`` (the output gate sees the new cell state).
+
+  With ``layer_norm=True`` (Ba, Kiros & Hinton 2016, section 3.1) both
+  products are normalised over all 4H pre-activations, and so is the cell
+  state before its ``tanh``; the carried ``c_t`` stays unnormalised:
+
+  .. math::
+    z_t = LN(x_t W_x; γ_x, β_x) + LN(h_{t-1} W_h; γ_h, β_h) + b_x + b_h,
+    \qquad h_t = o_t ⊙ \tanh(LN(c_t; γ_c, β_c))
+
+  where ``LN(v; γ, β) = γ ⊙ (v - mean(v)) / sqrt(var(v) + eps) + β``.
+
   Args:
     hidden_size: H, the size of the cell state.
     forget_bias: added to the forget-gate slice of ``b_x`` at
       initialisation (ignored when ``bias=False``).
     proj_size: P; if set, ``h_t`` is projected to size P by ``W_hr: (H, P)``
       (PyTorch's ``proj_size``) and the recurrent matrix is ``(P, 4H)``.
+    peephole: add the peephole connections ``W_c: (3, H)``.
+    layer_norm: normalise the two products and the cell state (params
+      ``ln_x``, ``ln_h``: `LayerNormParams` of size 4H; ``ln_c``: size H).
+    layer_norm_eps: the ``eps`` of the layer normalisation.
     bias: whether the cell has the biases ``b_x`` and ``b_h``.
-    input_init, recurrent_init, bias_init, projection_init: initialisers
-      ``init(key, shape, dtype)`` for ``W_x``, each ``(P, H)`` gate block of
-      ``W_h``, the biases, and ``W_hr``.
+    input_init, recurrent_init, bias_init, projection_init, peephole_init:
+      initialisers ``init(key, shape, dtype)`` for ``W_x``, each ``(P, H)``
+      gate block of ``W_h``, the biases, ``W_hr`` and ``W_c`` (zeros: the
+      cell starts as a plain LSTM).
 
   Returns:
     A `Cell` with params `LSTMParams` and carry `LSTMState` ``(h: (P,),
@@ -354,10 +435,16 @@ def lstm(
     >>> carry, y = cell.cell_apply(params, cell.init_carry(), jnp.ones(3))
     >>> carry.c.shape, y.shape
     ((8,), (8,))
+    >>> ln = jaxrnn.lstm(8, peephole=True, layer_norm=True)
+    >>> p = ln.init_params(jax.random.key(0), 3)
+    >>> p.W_c.shape, p.ln_x.scale.shape, p.ln_c.scale.shape
+    ((3, 8), (32,), (8,))
 
   References:
-    Hochreiter & Schmidhuber, Long Short-Term Memory, 1997; Gers et al.,
-    Learning to Forget, 2000.
+    Hochreiter & Schmidhuber, Long Short-Term Memory, 1997; Gers, Schmidhuber
+    & Cummins, Learning to Forget, 2000; Gers & Schmidhuber, Recurrent Nets
+    that Time and Count, 2000 (peepholes); Ba, Kiros & Hinton, Layer
+    Normalization, 2016.
   """
   hidden_size = checks.check_positive_int(hidden_size, "hidden_size")
   if proj_size is not None:
@@ -367,10 +454,16 @@ def lstm(
           f"proj_size: expected a size smaller than hidden_size={hidden_size}, "
           f"got {proj_size}"
       )
+  peephole = checks.check_bool(peephole, "peephole")
+  layer_norm = checks.check_bool(layer_norm, "layer_norm")
+  layer_norm_eps = checks.check_positive_float(layer_norm_eps, "layer_norm_eps")
   out_size = hidden_size if proj_size is None else proj_size
   H = hidden_size
-  owner = f"lstm(hidden_size={hidden_size}" + (
-      f", proj_size={proj_size})" if proj_size else ")")
+  options = "".join(
+      [f", proj_size={proj_size}" if proj_size else "",
+       ", peephole=True" if peephole else "",
+       ", layer_norm=True" if layer_norm else ""])
+  owner = f"lstm(hidden_size={hidden_size}{options})"
 
   def init_params(key, input_size, dtype=None):
     key, k_r = jax.random.split(key)
@@ -378,12 +471,18 @@ def lstm(
         key, input_size, dtype, hidden_size=H, rows_h=out_size, num_gates=4,
         bias=bias, input_init=input_init, recurrent_init=recurrent_init,
         bias_init=bias_init)
+    dtype = W_x.dtype
     if b_x is not None:
       b_x = b_x.at[H:2 * H].add(jnp.asarray(forget_bias, b_x.dtype))
-    W_hr = None
+    W_hr = W_c = ln_x = ln_h = ln_c = None
     if proj_size is not None:
-      W_hr = inits.draw(projection_init, k_r, (H, proj_size), W_x.dtype)
-    return LSTMParams(W_x, W_h, b_x, b_h, W_hr)
+      W_hr = inits.draw(projection_init, k_r, (H, proj_size), dtype)
+    if peephole:
+      W_c = inits.draw(peephole_init, jax.random.fold_in(k_r, 1), (3, H), dtype)
+    if layer_norm:
+      ln_x, ln_h = _init_layer_norm(4 * H, dtype), _init_layer_norm(4 * H, dtype)
+      ln_c = _init_layer_norm(H, dtype)
+    return LSTMParams(W_x, W_h, b_x, b_h, W_hr, W_c, ln_x, ln_h, ln_c)
 
   def check(params):
     _check_fused_params(params, LSTMParams, owner, H, out_size, 4)
@@ -393,6 +492,15 @@ def lstm(
       if params.W_hr is None:
         raise ValueError(f"params.W_hr: {owner} expects shape ({H}, {proj_size}), got None")
       checks.check_array_shape(params.W_hr, (H, proj_size), "params.W_hr", owner)
+    if not peephole and params.W_c is not None:
+      raise ValueError(f"params.W_c: {owner} has no peepholes, got an array")
+    if peephole:
+      if params.W_c is None:
+        raise ValueError(f"params.W_c: {owner} expects shape (3, {H}), got None")
+      checks.check_array_shape(params.W_c, (3, H), "params.W_c", owner)
+    _check_layer_norm(params.ln_x, 4 * H, "ln_x", owner, layer_norm)
+    _check_layer_norm(params.ln_h, 4 * H, "ln_h", owner, layer_norm)
+    _check_layer_norm(params.ln_c, H, "ln_c", owner, layer_norm)
 
   def init_carry(dtype=None):
     dtype = checks.default_float() if dtype is None else dtype
@@ -403,7 +511,8 @@ def lstm(
 
   def project(params, xs):
     W_x, b_in, _, _ = split(params)
-    return _add(checks.matmul(xs, W_x), b_in)
+    zx = _layer_norm(checks.matmul(xs, W_x), params.ln_x, layer_norm_eps)
+    return _add(zx, b_in)
 
   def forward(extra, carry, zx_t, zh_t):
     del extra
@@ -427,22 +536,37 @@ def lstm(
     dh = do * tanh_c + _dtanh(dc, tanh_c) * o_t
     return LSTMState(dh, dc), dh
 
-  def recurrence(params, carry, zx_t):
-    new, h_t, _ = forward(None, carry, zx_t, checks.matmul(carry.h, params.W_h))
+  def recurrence(params, carry, zx_t, recurrent_mask=None):
+    zh_t = checks.matmul(_masked(carry.h, recurrent_mask), params.W_h)
+    zh_t = _layer_norm(zh_t, params.ln_h, layer_norm_eps)
+    if not (peephole or layer_norm):
+      new, h_t, _ = forward(None, carry, zx_t, zh_t)
+    else:
+      z_i, z_f, z_g, z_o = jnp.split(zx_t + zh_t, 4, axis=-1)
+      c_tm1 = carry.c
+      if peephole:
+        w_i, w_f, w_o = params.W_c.astype(z_i.dtype)
+        z_i, z_f = z_i + w_i * c_tm1, z_f + w_f * c_tm1
+      c_t = jax.nn.sigmoid(z_f) * c_tm1 + jax.nn.sigmoid(z_i) * jnp.tanh(z_g)
+      if peephole:
+        z_o = z_o + w_o * c_t
+      h_t = jax.nn.sigmoid(z_o) * jnp.tanh(_layer_norm(c_t, params.ln_c, layer_norm_eps))
+      new = LSTMState(h_t, c_t)
     if params.W_hr is None:
       return new, h_t
     h_t = checks.matmul(h_t, params.W_hr)
     return LSTMState(h_t, new.c), h_t
 
   fused = None
-  if proj_size is None:
+  if proj_size is None and not peephole and not layer_norm:
     fused = FusedHooks(split, lambda c: c.h, forward, tangent)
   return _make_cell(
       init_params=init_params, init_carry=init_carry, project=project,
       recurrence=recurrence, check=check, hidden_size=H, output_size=out_size,
       fused=fused,
       config=dict(kind="lstm", hidden_size=H, proj_size=proj_size, bias=bias,
-                  forget_bias=forget_bias))
+                  forget_bias=forget_bias, peephole=peephole,
+                  layer_norm=layer_norm, layer_norm_eps=layer_norm_eps))
 
 
 # ---------------------------------------------------------------------------
@@ -453,6 +577,8 @@ def gru(
     hidden_size: int,
     *,
     reset_after: bool = True,
+    layer_norm: bool = False,
+    layer_norm_eps: float = 1e-5,
     bias: bool = True,
     input_init: inits.Initializer = inits.default_input_init,
     recurrent_init: inits.Initializer = inits.default_recurrent_init,
@@ -473,9 +599,19 @@ def gru(
   ``reset_after=False``) the reset gate multiplies the state first:
   ``n_t = tanh(x_t W_x^n + b_x^n + (r_t ⊙ h_{t-1}) W_h^n + b_h^n)``.
 
+  With ``layer_norm=True`` (Ba, Kiros & Hinton 2016) the two products are
+  normalised over all 3H pre-activations before the biases:
+  ``x_t W_x -> LN(x_t W_x; γ_x, β_x)`` and ``h_{t-1} W_h -> LN(h_{t-1} W_h;
+  γ_h, β_h)``, with ``LN(v; γ, β) = γ ⊙ (v - mean(v)) / sqrt(var(v) + eps)
+  + β``. It needs ``reset_after=True`` (the form where ``h_{t-1} W_h`` is
+  one product).
+
   Args:
     hidden_size: H, the size of the state.
     reset_after: where the reset gate is applied (see above).
+    layer_norm: normalise the two products (params ``ln_x``, ``ln_h``:
+      `LayerNormParams` of size 3H).
+    layer_norm_eps: the ``eps`` of the layer normalisation.
     bias: whether the cell has the biases ``b_x`` and ``b_h``.
     input_init, recurrent_init, bias_init: initialisers
       ``init(key, shape, dtype)`` for ``W_x``, each ``(H, H)`` block of
@@ -494,20 +630,33 @@ def gru(
 
   References:
     Cho et al., Learning Phrase Representations using RNN Encoder-Decoder,
-    2014.
+    2014; Ba, Kiros & Hinton, Layer Normalization, 2016.
   """
   hidden_size = checks.check_positive_int(hidden_size, "hidden_size")
+  reset_after = checks.check_bool(reset_after, "reset_after")
+  layer_norm = checks.check_bool(layer_norm, "layer_norm")
+  layer_norm_eps = checks.check_positive_float(layer_norm_eps, "layer_norm_eps")
+  if layer_norm and not reset_after:
+    raise ValueError(
+        "layer_norm: needs reset_after=True (one recurrent product to "
+        "normalise), got reset_after=False")
   H = hidden_size
-  owner = f"gru(hidden_size={hidden_size})"
+  owner = f"gru(hidden_size={hidden_size}" + (", layer_norm=True)" if layer_norm else ")")
 
   def init_params(key, input_size, dtype=None):
-    return GRUParams(*_init_fused(
+    W_x, W_h, b_x, b_h = _init_fused(
         key, input_size, dtype, hidden_size=H, rows_h=H, num_gates=3,
         bias=bias, input_init=input_init, recurrent_init=recurrent_init,
-        bias_init=bias_init))
+        bias_init=bias_init)
+    ln_x = ln_h = None
+    if layer_norm:
+      ln_x, ln_h = _init_layer_norm(3 * H, W_x.dtype), _init_layer_norm(3 * H, W_x.dtype)
+    return GRUParams(W_x, W_h, b_x, b_h, ln_x, ln_h)
 
   def check(params):
     _check_fused_params(params, GRUParams, owner, H, H, 3)
+    _check_layer_norm(params.ln_x, 3 * H, "ln_x", owner, layer_norm)
+    _check_layer_norm(params.ln_h, 3 * H, "ln_h", owner, layer_norm)
 
   def split(params):
     if params.b_h is None:
@@ -518,7 +667,7 @@ def gru(
 
   def project(params, xs):
     W_x, b_in, _, _ = split(params)
-    return _add(checks.matmul(xs, W_x), b_in)
+    return _add(_layer_norm(checks.matmul(xs, W_x), params.ln_x, layer_norm_eps), b_in)
 
   def forward(b_hn, h_tm1, zx_t, zh_t):
     x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
@@ -540,28 +689,32 @@ def gru(
     dh = dn - dz * n_t - dn * z_t + dz * h_tm1 + dh_tm1 * z_t
     return dh, dh
 
-  def recurrence_after(params, h_tm1, zx_t):
+  def recurrence_after(params, h_tm1, zx_t, recurrent_mask=None):
     _, _, W_h, b_hn = split(params)
-    h_t, y_t, _ = forward(b_hn, h_tm1, zx_t, checks.matmul(h_tm1, W_h))
+    zh_t = checks.matmul(_masked(h_tm1, recurrent_mask), W_h)
+    zh_t = _layer_norm(zh_t, params.ln_h, layer_norm_eps)
+    h_t, y_t, _ = forward(b_hn, h_tm1, zx_t, zh_t)
     return h_t, y_t
 
-  def recurrence_before(params, h_tm1, zx_t):
+  def recurrence_before(params, h_tm1, zx_t, recurrent_mask=None):
     _, _, W_h, b_hn = split(params)
-    zh_rz = checks.matmul(h_tm1, W_h[:, :2 * H])
+    h_in = _masked(h_tm1, recurrent_mask)
+    zh_rz = checks.matmul(h_in, W_h[:, :2 * H])
     r_t = jax.nn.sigmoid(zx_t[..., :H] + zh_rz[..., :H])
     z_t = jax.nn.sigmoid(zx_t[..., H:2 * H] + zh_rz[..., H:])
-    zh_n = _add(checks.matmul(r_t * h_tm1, W_h[:, 2 * H:]), b_hn)
+    zh_n = _add(checks.matmul(r_t * h_in, W_h[:, 2 * H:]), b_hn)
     n_t = jnp.tanh(zx_t[..., 2 * H:] + zh_n)
     h_t = (1 - z_t) * n_t + z_t * h_tm1
     return h_t, h_t
 
   if reset_after:
     recurrence = recurrence_after
-    fused = FusedHooks(split, lambda h: h, forward, tangent)
+    fused = None if layer_norm else FusedHooks(split, lambda h: h, forward, tangent)
   else:
     recurrence, fused = recurrence_before, None
   return _make_cell(
       init_params=init_params, init_carry=_zeros_carry(H), project=project,
       recurrence=recurrence, check=check, hidden_size=H, output_size=H,
       fused=fused,
-      config=dict(kind="gru", hidden_size=H, reset_after=reset_after, bias=bias))
+      config=dict(kind="gru", hidden_size=H, reset_after=reset_after, bias=bias,
+                  layer_norm=layer_norm, layer_norm_eps=layer_norm_eps))

@@ -24,6 +24,31 @@ def check_positive_int(value: Any, name: str) -> int:
   return int(value)
 
 
+def check_bool(value: Any, name: str) -> bool:
+  """Returns ``value`` if it is a Python bool, else raises TypeError."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+  return bool(value)
+
+
+def check_positive_float(value: Any, name: str) -> float:
+  """Returns ``value`` as a float if it is a real number > 0, else raises."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name}: expected a positive number, got {type(value).__name__} {value!r}")
+  if not value > 0:
+    raise ValueError(f"{name}: expected a positive number, got {value}")
+  return float(value)
+
+
+def check_rate(value: Any, name: str) -> float:
+  """Returns ``value`` as a float if it is a probability in [0, 1)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name}: expected a rate in [0, 1), got {type(value).__name__} {value!r}")
+  if not 0 <= value < 1:
+    raise ValueError(f"{name}: expected a rate in [0, 1), got {value}")
+  return float(value)
+
+
 def check_params(params: Any, expected_type: type, owner: str) -> None:
   """Raises TypeError unless ``params`` is an instance of ``expected_type``."""
   if not isinstance(params, expected_type):

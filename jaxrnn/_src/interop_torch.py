@@ -243,6 +243,11 @@ def _cell_mode(cell: Any, where: str) -> tuple[str, int, int]:
   """``(mode, hidden_size, proj_size)`` of a built-in cell torch can express."""
   cfg = dict(getattr(cell, "config", ()) or ())
   kind = cfg.get("kind")
+  for option in ("peephole", "layer_norm"):
+    if cfg.get(option):
+      raise ValueError(
+          f"{where}: torch's recurrent modules have no {option}; "
+          f"{kind}(..., {option}=True) has no torch equivalent")
   if kind == "elman":
     activation = cfg["activation"]
     if activation not in ("tanh", "relu"):

@@ -31,6 +31,7 @@ Three things happen here, each for speed or memory:
 
 import math
 from functools import partial
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -65,20 +66,71 @@ def default_unroll(num_steps: int) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------
+# Per-step side inputs.
+
+
+class Steps(NamedTuple):
+  """Per-step side inputs of a scan, each with time on axis 0 (or None).
+
+  ``valid``: ``(T,)`` bool, False on padding. ``reset``: ``(T,)`` bool, True
+  where the carry restarts from ``initial`` before the step (already masked
+  by ``valid`` and, for a reversed scan, shifted to the last step of each
+  segment). ``zone``: zoneout masks, a pytree like the carry with a leading
+  time axis (True: keep the previous value), or None.
+  """
+
+  valid: Optional[jax.Array] = None
+  reset: Optional[jax.Array] = None
+  zone: Any = None
+
+
+def segment_resets(reset, valid, num_steps, reverse):
+  """The per-step restart flags a scan in direction ``reverse`` needs.
+
+  ``reset[t]`` marks the first step of a segment. A forward scan restarts
+  at those steps. A reversed scan walks each segment from its last step, so
+  it restarts at ``t`` when a segment starts at ``t + 1``. Flags on padding
+  (``valid`` False) never take effect.
+  """
+  if reset is None:
+    return None
+  if reverse:
+    reset = jnp.concatenate([reset[1:], jnp.zeros((1,), bool)])
+    if valid is not None:
+      reset = reset & jnp.concatenate([valid[1:], jnp.zeros((1,), bool)])
+  if valid is not None:
+    reset = reset & valid
+  return reset
+
+
+# ---------------------------------------------------------------------------
 # Plain path: scan the step, autodiff does the rest.
 
 
-def _scan_steps(step, carry, inputs, valid, reverse, unroll):
-  """Scans ``step(carry, x_t) -> (carry, y)``, masking when ``valid`` is set."""
-  if valid is None:
+def _scan_steps(step, carry, inputs, steps, reverse, unroll, initial=None,
+                zoneout=None):
+  """Scans ``step(carry, x_t) -> (carry, y)`` with masking, resets, zoneout.
+
+  ``zoneout(zone_t, carry_tm1, carry_t) -> (carry_t, y_t)`` mixes the new
+  carry with the previous one; ``initial`` is the carry a reset restarts
+  from.
+  """
+  if steps.valid is None and steps.reset is None and zoneout is None:
     return jax.lax.scan(step, carry, inputs, reverse=reverse, unroll=unroll)
 
-  def body(carry, inp):
-    valid_t, x_t = inp
-    new_carry, y = step(carry, x_t)
-    return _select(valid_t, new_carry, carry), _zero_unless(valid_t, y)
+  def body(c, inp):
+    (valid_t, reset_t, zone_t), x_t = inp
+    if reset_t is not None:
+      c = _select(reset_t, initial, c)
+    new_c, y = step(c, x_t)
+    if zoneout is not None:
+      new_c, y = zoneout(zone_t, c, new_c)
+    if valid_t is not None:
+      new_c, y = _select(valid_t, new_c, c), _zero_unless(valid_t, y)
+    return new_c, y
 
-  return jax.lax.scan(body, carry, (valid, inputs), reverse=reverse, unroll=unroll)
+  return jax.lax.scan(body, carry, (tuple(steps), inputs), reverse=reverse,
+                      unroll=unroll)
 
 
 # ---------------------------------------------------------------------------
@@ -93,27 +145,38 @@ def _project(x, W_x, b_in):
   return zx + jnp.reshape(b_in, (1,) * (zx.ndim - 1) + b_in.shape)
 
 
+def _times(h, mask):
+  """``h * mask`` with the per-sequence mask broadcast over leading axes."""
+  if mask is None:
+    return h
+  return h * jnp.reshape(mask, (1,) * (h.ndim - mask.ndim) + mask.shape)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _fused(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid):
+def _fused(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid,
+           reset, initial, h_mask):
   """Primal of the fused path (no residuals kept): the plain masked scan."""
 
   def step(c, x_t):
-    zh_t = jnp.matmul(hooks.hidden(c), W_h)
+    zh_t = jnp.matmul(_times(hooks.hidden(c), h_mask), W_h)
     return hooks.pointwise(extra, c, _project(x_t, W_x, b_in), zh_t)
 
-  carry, ys = _scan_steps(step, carry, xs, valid, reverse, unroll[0])
+  carry, ys = _scan_steps(step, carry, xs, Steps(valid, reset), reverse,
+                          unroll[0], initial)
   return ys, carry
 
 
 @_fused.defjvp
 def _fused_jvp(hooks, reverse, unroll, primals, tangents):
   unroll, unroll_bwd = unroll
-  W_x, b_in, W_h, extra, carry, xs, valid = primals
-  dW_x, db_in, dW_h, dextra, dcarry, dxs, _ = tangents
+  W_x, b_in, W_h, extra, carry, xs, valid, reset, initial, h_mask = primals
+  dW_x, db_in, dW_h, dextra, dcarry, dxs, _, _, dinitial, _ = tangents
 
   def step(c, inp):
-    valid_t, x_t = inp
-    zh_t = jnp.matmul(hooks.hidden(c), W_h)
+    valid_t, reset_t, x_t = inp
+    if reset_t is not None:
+      c = _select(reset_t, initial, c)
+    zh_t = jnp.matmul(_times(hooks.hidden(c), h_mask), W_h)
     new_c, y, res = hooks.forward(extra, c, _project(x_t, W_x, b_in), zh_t)
     if valid_t is not None:
       new_c, y = _select(valid_t, new_c, c), _zero_unless(valid_t, y)
@@ -121,25 +184,27 @@ def _fused_jvp(hooks, reverse, unroll, primals, tangents):
     return new_c, (y, c, res)
 
   final, (ys, carries, res) = jax.lax.scan(
-      step, carry, (valid, xs), reverse=reverse, unroll=unroll)
+      step, carry, (valid, reset, xs), reverse=reverse, unroll=unroll)
 
   # Everything that does not depend on the recurrence is one product for all
   # steps, outside the loop: the input projection's tangent, and the
   # recurrent weight's tangent h_{t-1} dW_h. Transposed, these are
   # dW_x = sum_t x_t^T dz_t, dxs = dz W_x^T and dW_h = sum_t h_{t-1}^T dz_t.
   dzx = jnp.matmul(dxs, W_x) + _project(xs, dW_x, db_in)
-  dzh_w = jnp.matmul(hooks.hidden(carries), dW_h)
+  dzh_w = jnp.matmul(_times(hooks.hidden(carries), h_mask), dW_h)
 
   def tangent_step(dc, inp):
-    valid_t, c_tm1, res_t, dzx_t, dzh_w_t = inp
-    dzh_t = jnp.matmul(hooks.hidden(dc), W_h) + dzh_w_t
+    valid_t, reset_t, c_tm1, res_t, dzx_t, dzh_w_t = inp
+    if reset_t is not None:
+      dc = _select(reset_t, dinitial, dc)
+    dzh_t = jnp.matmul(_times(hooks.hidden(dc), h_mask), W_h) + dzh_w_t
     new_dc, dy = hooks.tangent(extra, c_tm1, res_t, dc, dzx_t, dzh_t, dextra)
     if valid_t is not None:
       new_dc, dy = _select(valid_t, new_dc, dc), _zero_unless(valid_t, dy)
     return new_dc, dy
 
   dfinal, dys = jax.lax.scan(
-      tangent_step, dcarry, (valid, carries, res, dzx, dzh_w),
+      tangent_step, dcarry, (valid, reset, carries, res, dzx, dzh_w),
       reverse=reverse, unroll=unroll_bwd)
   return (ys, final), (dys, dfinal)
 
@@ -148,27 +213,48 @@ def _fused_jvp(hooks, reverse, unroll, primals, tangents):
 # Entry point.
 
 
-def _run(cell: Cell, params, carry, xs, valid, reverse, unroll, use_fused):
+class Plan(NamedTuple):
+  """How `unroll` runs a cell (static, built by `jaxrnn.rnn`)."""
+
+  reverse: bool
+  unroll: Any  # None, an int, or (forward, backward)
+  remat: Any  # None, a bool or a chunk length
+  use_fused: bool
+  parallel: bool = False  # evaluate with an associative scan
+
+
+def _run(cell: Cell, params, carry, xs, steps: Steps, plan: Plan, unroll,
+         initial, h_mask, zoneout):
   """One uninterrupted scan over ``xs`` (no chunking)."""
+  reverse = plan.reverse
+  if plan.parallel:
+    return cell.parallel.run(params, carry, xs, steps, reverse, initial)
   if cell.project_inputs is None:
     step = partial(cell.cell_apply, params)
-    carry, ys = _scan_steps(step, carry, xs, valid, reverse, unroll[0])
+    carry, ys = _scan_steps(step, carry, xs, steps, reverse, unroll[0],
+                            initial, zoneout)
     return ys, carry
-  if use_fused and _fusable(params, xs, carry):
+  if (plan.use_fused and zoneout is None
+      and _fusable((params, xs, carry, initial, h_mask))):
     # The step projects its own input: no (T, G*H) array is materialised
     # in the forward pass (its tangent is still one product; see _fused_jvp).
     W_x, b_in, W_h, extra = cell.fused.split(params)
-    return _fused(cell.fused, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid)
+    return _fused(cell.fused, reverse, unroll, W_x, b_in, W_h, extra, carry, xs,
+                  steps.valid, steps.reset, initial, h_mask)
   zx = cell.project_inputs(params, xs)
-  step = partial(cell.recurrence, params)
-  carry, ys = _scan_steps(step, carry, zx, valid, reverse, unroll[0])
+  if h_mask is None:
+    step = partial(cell.recurrence, params)
+  else:
+    step = partial(cell.recurrence, params, recurrent_mask=h_mask)
+  carry, ys = _scan_steps(step, carry, zx, steps, reverse, unroll[0], initial,
+                          zoneout)
   return ys, carry
 
 
-def _fusable(params, xs, carry) -> bool:
+def _fusable(tree) -> bool:
   # The fused step runs the product in the carry's dtype: keep low-precision
   # params (which need a float32 accumulation policy) on the plain path.
-  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves((params, xs, carry))}
+  dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(tree)}
   return len(dtypes) == 1
 
 
@@ -178,36 +264,46 @@ def chunk_length(num_steps: int, remat) -> int:
   return min(int(remat), num_steps)
 
 
-def unroll(cell: Cell, params, carry, xs, *, length, reverse, unroll, remat,
-           use_fused):
-  """Runs ``cell`` over ``xs: (T, D)``; returns ``(ys: (T, O), carry)``."""
+def unroll(cell: Cell, params, carry, xs, steps: Steps, plan: Plan, *,
+           initial=None, h_mask=None, zoneout=None):
+  """Runs ``cell`` over ``xs: (T, ...)``; returns ``(ys: (T, O), carry)``.
+
+  ``initial`` is the carry a segment reset restarts from; ``h_mask`` the
+  variational dropout mask on the recurrent input (or None); ``zoneout``
+  the carry mixer (see `_scan_steps`).
+  """
   num_steps = xs.shape[0]
-  if unroll is None:
-    unroll = default_unroll(num_steps if not remat else chunk_length(num_steps, remat))
-  elif isinstance(unroll, int):
-    unroll = (unroll, unroll)
-  valid = None if length is None else jnp.arange(num_steps) < length
+  remat = plan.remat
+  step_unroll = plan.unroll
+  if step_unroll is None:
+    step_unroll = default_unroll(
+        num_steps if not remat else chunk_length(num_steps, remat))
+  elif isinstance(step_unroll, int):
+    step_unroll = (step_unroll, step_unroll)
   if not remat or num_steps == 0:
-    return _run(cell, params, carry, xs, valid, reverse, unroll, use_fused)
+    return _run(cell, params, carry, xs, steps, plan, step_unroll, initial,
+                h_mask, zoneout)
 
   chunk = chunk_length(num_steps, remat)
   num_chunks = -(-num_steps // chunk)
   pad = num_chunks * chunk - num_steps
   if pad:
     # Padding steps are masked out, so they leave the carry untouched.
-    if valid is None:
-      valid = jnp.ones((num_steps,), bool)
-    xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
-    valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)])
-  xs_c = xs.reshape((num_chunks, chunk) + xs.shape[1:])
-  valid_c = None if valid is None else valid.reshape(num_chunks, chunk)
+    if steps.valid is None:
+      steps = steps._replace(valid=jnp.ones((num_steps,), bool))
+    pad_with = lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+    xs = pad_with(xs)
+    steps = tree_map(pad_with, steps)
+  to_chunks = lambda a: a.reshape((num_chunks, chunk) + a.shape[1:])
+  xs_c, steps_c = to_chunks(xs), tree_map(to_chunks, steps)
 
   @jax.checkpoint
   def run_chunk(carry, inp):
-    xs_k, valid_k = inp
-    ys_k, carry = _run(cell, params, carry, xs_k, valid_k, reverse, unroll, use_fused)
+    xs_k, steps_k = inp
+    ys_k, carry = _run(cell, params, carry, xs_k, steps_k, plan, step_unroll,
+                       initial, h_mask, zoneout)
     return carry, ys_k
 
-  carry, ys = jax.lax.scan(run_chunk, carry, (xs_c, valid_c), reverse=reverse)
+  carry, ys = jax.lax.scan(run_chunk, carry, (xs_c, steps_c), reverse=plan.reverse)
   ys = tree_map(lambda y: y.reshape((num_chunks * chunk,) + y.shape[2:])[:num_steps], ys)
   return ys, carry

@@ -1,0 +1,460 @@
+"""Cells whose recurrence is linear in the state, and their parallel scan.
+
+``min_gru``, ``min_lstm`` (Feng et al. 2024) and ``lru`` (Orvieto et al.
+2023) compute every gate from the input alone, so their state follows
+
+.. math::
+  h_t = a_t ⊙ h_{t-1} + b_t
+
+with ``(a_t, b_t)`` known for all steps before the recurrence runs. Pairs
+compose associatively, ``(a_1, b_1) ∘ (a_2, b_2) = (a_1 a_2, a_2 b_1 + b_2)``,
+so `jaxrnn.rnn` can evaluate the whole sequence with
+``jax.lax.associative_scan`` in O(log T) depth as well as with the
+sequential scan. The scan multiplies and adds but never divides, so it is
+stable in linear space: the ``a_t`` lie in ``(0, 1)`` (or inside the unit
+disc for the LRU) and their products shrink towards zero without the
+overflow that a cumulative-product-and-divide formulation meets, which is
+why Feng et al. move to log space. min_lstm's gate normalisation
+``f/(f+i)`` is computed from log-sigmoids, as their log-space version does.
+
+Padding, segment resets and reversed scans map onto the same pairs: a padded
+step is the identity ``(1, 0)``, a reset step ``(0, a_t h_init + b_t)``, and
+the initial carry folds into the first step in scan order.
+"""
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src import checks
+from jaxrnn._src import initializers as inits
+from jaxrnn._src.base import Cell
+
+Array = jax.Array
+
+# Shortest sequence for which method="auto" picks the associative scan, per
+# backend (benchmarks/parallel.py measures the crossover; README.md,
+# Performance). Other backends: the sequential scan below this length.
+PARALLEL_MIN_STEPS = {"cpu": 64}
+_OTHER_BACKENDS = 64
+
+
+def _prefer_parallel(num_steps: int) -> bool:
+  return num_steps >= PARALLEL_MIN_STEPS.get(jax.default_backend(), _OTHER_BACKENDS)
+
+
+def _combine(left, right):
+  a_l, b_l = left
+  a_r, b_r = right
+  return a_l * a_r, a_r * b_l + b_r
+
+
+class ParallelHooks(NamedTuple):
+  """How a linear-recurrence cell runs as an associative scan (internal).
+
+  ``coefficients(params, zx) -> (a, b)`` maps the projected inputs
+  ``zx: (T, ...)`` (``project_inputs``) to ``a, b: (T, N)`` (complex for
+  the LRU); ``to_state(carry) -> h: (N,)`` and ``from_state(h) -> carry``
+  convert the carry; ``outputs(params, hs, zx) -> ys`` maps states
+  ``hs: (T, N)`` to outputs.
+  """
+
+  project: Callable[[Any, Array], Array]
+  coefficients: Callable[[Any, Array], tuple[Array, Array]]
+  to_state: Callable[[Any], Array]
+  from_state: Callable[[Array], Any]
+  outputs: Callable[[Any, Array, Array], Array]
+
+  def prefer(self, num_steps: int) -> bool:
+    return _prefer_parallel(num_steps)
+
+  def run(self, params, carry, xs, steps, reverse, initial):
+    """The whole sequence by ``jax.lax.associative_scan``: ``(ys, carry)``."""
+    zx = self.project(params, xs)
+    a, b = self.coefficients(params, zx)
+    num_steps = a.shape[0]
+    if num_steps == 0:
+      return self.outputs(params, b, zx), carry
+    column = lambda m: m.reshape((num_steps,) + (1,) * (a.ndim - 1))
+    one, zero = jnp.ones((), a.dtype), jnp.zeros((), b.dtype)
+    if steps.valid is not None:
+      valid = column(steps.valid)
+      a, b = jnp.where(valid, a, one), jnp.where(valid, b, zero)
+    if steps.reset is not None:
+      reset = column(steps.reset)
+      h_init = self.to_state(initial).astype(b.dtype)
+      b = jnp.where(reset, a * h_init[None] + b, b)
+      a = jnp.where(reset, jnp.zeros((), a.dtype), a)
+    first = num_steps - 1 if reverse else 0
+    h0 = self.to_state(carry).astype(b.dtype)
+    b = b.at[first].add(a[first] * h0)
+    _, hs = jax.lax.associative_scan(_combine, (a, b), reverse=reverse)
+    ys = self.outputs(params, hs, zx)
+    if steps.valid is not None:
+      ys = jnp.where(column(steps.valid), ys, jnp.zeros((), ys.dtype))
+    final = hs[0] if reverse else hs[-1]
+    return ys, self.from_state(final)
+
+
+def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
+                 input_init, bias_init, params_type) -> Cell:
+  """A cell ``h_t = a_t ⊙ h_{t-1} + b_t`` with ``zx_t = x_t W_x + b``."""
+  H = hidden_size
+  owner = f"{kind}(hidden_size={H})"
+  width = num_blocks * H
+
+  def init_params(key, input_size, dtype=None):
+    input_size = checks.check_positive_int(input_size, "input_size")
+    dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+    k_w, k_b = jax.random.split(key)
+    W_x = inits.draw(input_init, k_w, (input_size, width), dtype)
+    b = inits.draw(bias_init, k_b, (width,), dtype) if bias else None
+    return params_type(W_x, b)
+
+  def check(params):
+    checks.check_params(params, params_type, owner)
+    if params.W_x.ndim != 2 or params.W_x.shape[1] != width:
+      raise ValueError(
+          f"params.W_x: {owner} expects shape (input_size, {width}), got "
+          f"{tuple(params.W_x.shape)}")
+    if bias and params.b is None:
+      raise ValueError(f"params.b: {owner} expects shape ({width},), got None")
+    if not bias and params.b is not None:
+      raise ValueError(f"params.b: {owner} has no bias, got an array")
+    if params.b is not None:
+      checks.check_array_shape(params.b, (width,), "params.b", owner)
+
+  def project(params, xs):
+    check(params)
+    zx = checks.matmul(xs, params.W_x)
+    if params.b is None:
+      return zx
+    b = params.b.astype(zx.dtype)
+    return zx + jnp.reshape(b, (1,) * (zx.ndim - 1) + b.shape)
+
+  def init_carry(dtype=None):
+    dtype = checks.default_float() if dtype is None else dtype
+    return jnp.zeros((H,), dtype)
+
+  def recurrence(params, h_tm1, zx_t):
+    del params
+    a_t, b_t = coefficients(None, zx_t)
+    h_t = a_t * h_tm1 + b_t
+    return h_t, h_t
+
+  def cell_apply(params, carry, x):
+    checks.check_array_shape(x, (params.W_x.shape[0],), "x", "cell_apply")
+    checks.check_floating(x, "x")
+    checks.check_carry(carry, init_carry(), "cell_apply")
+    return recurrence(params, carry, project(params, x))
+
+  hooks = ParallelHooks(
+      project=project, coefficients=coefficients, to_state=lambda h: h,
+      from_state=lambda h: h, outputs=lambda params, hs, zx: hs)
+  return Cell(
+      init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
+      hidden_size=H, output_size=H, project_inputs=project,
+      recurrence=recurrence, parallel=hooks,
+      config=(("kind", kind), ("hidden_size", H), ("bias", bias)))
+
+
+class MinGRUParams(NamedTuple):
+  """Parameters of `min_gru`; blocks in the order (z, h̃)."""
+
+  W_x: Array  # (input_size, 2H)
+  b: Optional[Array]  # (2H,), None when bias=False
+
+
+class MinLSTMParams(NamedTuple):
+  """Parameters of `min_lstm`; blocks in the order (f, i, h̃)."""
+
+  W_x: Array  # (input_size, 3H)
+  b: Optional[Array]  # (3H,), None when bias=False
+
+
+def min_gru(
+    hidden_size: int,
+    *,
+    bias: bool = True,
+    input_init: inits.Initializer = inits.default_input_init,
+    bias_init: inits.Initializer = inits.default_bias_init,
+) -> Cell:
+  r"""The minimal GRU: gates from the input alone, so the state is linear.
+
+  .. math::
+    z_t = σ(x_t W_x^z + b^z), \quad h̃_t = x_t W_x^h + b^h, \qquad
+    h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t, \qquad y_t = h_t
+
+  ``jaxrnn.rnn(min_gru(H), method="parallel")`` evaluates it with an
+  associative scan (see the module notes); ``1 - z_t`` is computed as
+  ``σ(-x_t W_x^z - b^z)``, exact where ``z_t`` rounds to 1.
+
+  Args:
+    hidden_size: H, the size of the state.
+    bias: whether the cell has the bias ``b: (2H,)``.
+    input_init, bias_init: initialisers ``init(key, shape, dtype)`` for
+      ``W_x`` and ``b``.
+
+  Returns:
+    A `Cell` with params `MinGRUParams` and carry ``h: (H,)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> layer = jaxrnn.rnn(jaxrnn.min_gru(4), method="parallel")
+    >>> params = layer.init_params(jax.random.key(0), 3)
+    >>> xs = jax.random.normal(jax.random.key(1), (9, 3))
+    >>> ys, h = layer.apply(params, xs, length=7)
+    >>> seq, _ = jaxrnn.rnn(jaxrnn.min_gru(4), method="sequential").apply(
+    ...     params, xs, length=7)
+    >>> ys.shape, bool(jnp.allclose(ys, seq, atol=1e-6))
+    ((9, 4), True)
+
+  References:
+    Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, Were RNNs All We Needed?,
+    2024.
+  """
+  hidden_size = checks.check_positive_int(hidden_size, "hidden_size")
+  bias = checks.check_bool(bias, "bias")
+
+  def coefficients(params, zx):
+    del params
+    k_z, h_tilde = jnp.split(zx, 2, axis=-1)
+    return jax.nn.sigmoid(-k_z), jax.nn.sigmoid(k_z) * h_tilde
+
+  return _linear_cell(
+      kind="min_gru", hidden_size=hidden_size, num_blocks=2,
+      coefficients=coefficients, bias=bias, input_init=input_init,
+      bias_init=bias_init, params_type=MinGRUParams)
+
+
+def min_lstm(
+    hidden_size: int,
+    *,
+    bias: bool = True,
+    input_init: inits.Initializer = inits.default_input_init,
+    bias_init: inits.Initializer = inits.default_bias_init,
+) -> Cell:
+  r"""The minimal LSTM: normalised forget and input gates from the input.
+
+  .. math::
+    f_t = σ(x_t W_x^f + b^f), \quad i_t = σ(x_t W_x^i + b^i), \quad
+    h̃_t = x_t W_x^h + b^h \\
+    f'_t = \frac{f_t}{f_t + i_t}, \quad i'_t = \frac{i_t}{f_t + i_t},
+    \qquad h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t, \qquad y_t = h_t
+
+  The normalisation is computed in log space,
+  ``f'_t = exp(log σ(·) - logaddexp(log f_t, log i_t))``, which stays finite
+  when both gates underflow.
+
+  Args:
+    hidden_size: H, the size of the state.
+    bias: whether the cell has the bias ``b: (3H,)``.
+    input_init, bias_init: initialisers ``init(key, shape, dtype)`` for
+      ``W_x`` and ``b``.
+
+  Returns:
+    A `Cell` with params `MinLSTMParams` and carry ``h: (H,)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> cell = jaxrnn.min_lstm(4)
+    >>> params = cell.init_params(jax.random.key(0), 3)
+    >>> params.W_x.shape
+    (3, 12)
+    >>> h, y = cell.cell_apply(params, cell.init_carry(), jnp.ones(3))
+    >>> h.shape
+    (4,)
+
+  References:
+    Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, Were RNNs All We Needed?,
+    2024.
+  """
+  hidden_size = checks.check_positive_int(hidden_size, "hidden_size")
+  bias = checks.check_bool(bias, "bias")
+
+  def coefficients(params, zx):
+    del params
+    k_f, k_i, h_tilde = jnp.split(zx, 3, axis=-1)
+    log_f, log_i = jax.nn.log_sigmoid(k_f), jax.nn.log_sigmoid(k_i)
+    log_norm = jnp.logaddexp(log_f, log_i)
+    return jnp.exp(log_f - log_norm), jnp.exp(log_i - log_norm) * h_tilde
+
+  return _linear_cell(
+      kind="min_lstm", hidden_size=hidden_size, num_blocks=3,
+      coefficients=coefficients, bias=bias, input_init=input_init,
+      bias_init=bias_init, params_type=MinLSTMParams)
+
+
+# ---------------------------------------------------------------------------
+# LRU.
+
+
+class LRUParams(NamedTuple):
+  """Parameters of `lru` (N = hidden_size, D = input_size = output size)."""
+
+  nu_log: Array  # (N,): |λ| = exp(-exp(nu_log))
+  theta_log: Array  # (N,): arg λ = exp(theta_log)
+  gamma_log: Array  # (N,): input normalisation exp(gamma_log)
+  B_re: Array  # (D, N)
+  B_im: Array  # (D, N)
+  C_re: Array  # (N, D)
+  C_im: Array  # (N, D)
+  D: Array  # (D,) skip connection
+
+
+class LRUState(NamedTuple):
+  """The complex state of `lru`, as real and imaginary parts."""
+
+  re: Array  # (N,)
+  im: Array  # (N,)
+
+
+def lru(
+    hidden_size: int,
+    *,
+    r_min: float = 0.0,
+    r_max: float = 1.0,
+    max_phase: float = 2 * math.pi,
+) -> Cell:
+  r"""The linear recurrent unit: a diagonal complex linear recurrence.
+
+  .. math::
+    λ &= \exp(-\exp(ν) + i \exp(θ)), \qquad
+    h_t = λ ⊙ h_{t-1} + \exp(γ) ⊙ (x_t B) \\
+    y_t &= \mathrm{Re}(h_t C) + D ⊙ x_t
+
+  with complex ``B = B_re + i B_im``, ``C = C_re + i C_im``. The exponential
+  parameterisation keeps ``|λ| < 1`` (stable) whatever the parameters, and
+  ``γ = log sqrt(1 - |λ|^2)`` at initialisation normalises the state's
+  scale. The output has the input's size (D), as in the paper, where the
+  LRU sits inside a residual block.
+
+  Args:
+    hidden_size: N, the number of complex state units.
+    r_min, r_max: ``|λ|`` is initialised uniformly on the ring
+      ``r_min <= |λ| <= r_max`` (area-uniform, as the paper).
+    max_phase: ``arg λ`` is initialised uniformly in ``[0, max_phase]``.
+
+  Returns:
+    A `Cell` with params `LRUParams` and carry `LRUState` ``(re: (N,),
+    im: (N,))``; ``output_size`` is the input size, fixed by
+    ``init_params``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> layer = jaxrnn.rnn(jaxrnn.lru(8, r_min=0.9, r_max=0.999))
+    >>> params = layer.init_params(jax.random.key(0), 3)
+    >>> ys, state = layer.apply(params, jnp.ones((5, 3)))
+    >>> ys.shape, state.re.shape
+    ((5, 3), (8,))
+
+  References:
+    Orvieto, Smith, Gu, Fernando, Gulcehre, Pascanu & De, Resurrecting
+    Recurrent Neural Networks for Long Sequences, 2023.
+  """
+  N = checks.check_positive_int(hidden_size, "hidden_size")
+  for name, value in (("r_min", r_min), ("r_max", r_max)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+      raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+  if not r_min < r_max:
+    raise ValueError(f"r_max: expected r_min < r_max, got r_min={r_min}, r_max={r_max}")
+  max_phase = checks.check_positive_float(max_phase, "max_phase")
+  owner = f"lru(hidden_size={N})"
+
+  def init_params(key, input_size, dtype=None):
+    D = checks.check_positive_int(input_size, "input_size")
+    dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+    work = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    k_u1, k_u2, k_b, k_c, k_d = jax.random.split(key, 5)
+    u1 = jax.random.uniform(k_u1, (N,), work)
+    u2 = jax.random.uniform(k_u2, (N,), work)
+    nu_log = jnp.log(-0.5 * jnp.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+    theta_log = jnp.log(max_phase * u2)
+    modulus = jnp.exp(-jnp.exp(nu_log))
+    gamma_log = jnp.log(jnp.sqrt(1 - jnp.square(modulus)))
+    k_br, k_bi = jax.random.split(k_b)
+    k_cr, k_ci = jax.random.split(k_c)
+    normal = lambda k, shape, scale: scale * jax.random.normal(k, shape, work)
+    params = LRUParams(
+        nu_log, theta_log, gamma_log,
+        normal(k_br, (D, N), 1 / math.sqrt(2 * D)),
+        normal(k_bi, (D, N), 1 / math.sqrt(2 * D)),
+        normal(k_cr, (N, D), 1 / math.sqrt(N)),
+        normal(k_ci, (N, D), 1 / math.sqrt(N)),
+        normal(k_d, (D,), 1.0))
+    return jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+
+  def check(params):
+    checks.check_params(params, LRUParams, owner)
+    for name in ("nu_log", "theta_log", "gamma_log"):
+      checks.check_array_shape(getattr(params, name), (N,), f"params.{name}", owner)
+    if params.B_re.ndim != 2 or params.B_re.shape[1] != N:
+      raise ValueError(
+          f"params.B_re: {owner} expects shape (input_size, {N}), got "
+          f"{tuple(params.B_re.shape)}")
+    D = params.B_re.shape[0]
+    checks.check_array_shape(params.B_im, (D, N), "params.B_im", owner)
+    checks.check_array_shape(params.C_re, (N, D), "params.C_re", owner)
+    checks.check_array_shape(params.C_im, (N, D), "params.C_im", owner)
+    checks.check_array_shape(params.D, (D,), "params.D", owner)
+
+  def modulus_phase(params, dtype):
+    """``|λ|`` and ``arg λ`` in the working dtype."""
+    nu, theta = params.nu_log.astype(dtype), params.theta_log.astype(dtype)
+    return jnp.exp(-jnp.exp(nu)), jnp.exp(theta)
+
+  def project(params, xs):
+    """``zx = [Re(γ x B), Im(γ x B), x]``, the input terms of all steps."""
+    check(params)
+    u_re = checks.matmul(xs, params.B_re)
+    u_im = checks.matmul(xs, params.B_im)
+    gamma = jnp.exp(params.gamma_log.astype(u_re.dtype))
+    gamma = jnp.reshape(gamma, (1,) * (u_re.ndim - 1) + gamma.shape)
+    return jnp.concatenate([u_re * gamma, u_im * gamma, xs.astype(u_re.dtype)], axis=-1)
+
+  def outputs(params, h_re, h_im, zx):
+    x = zx[..., 2 * N:]
+    d = params.D.astype(x.dtype)
+    return (checks.matmul(h_re, params.C_re) - checks.matmul(h_im, params.C_im)
+            + x * jnp.reshape(d, (1,) * (x.ndim - 1) + d.shape))
+
+  def init_carry(dtype=None):
+    dtype = checks.default_float() if dtype is None else dtype
+    return LRUState(jnp.zeros((N,), dtype), jnp.zeros((N,), dtype))
+
+  def recurrence(params, state, zx_t):
+    r, phase = modulus_phase(params, zx_t.dtype)
+    l_re, l_im = r * jnp.cos(phase), r * jnp.sin(phase)
+    u_re, u_im = zx_t[..., :N], zx_t[..., N:2 * N]
+    h_re = l_re * state.re - l_im * state.im + u_re
+    h_im = l_re * state.im + l_im * state.re + u_im
+    return LRUState(h_re, h_im), outputs(params, h_re, h_im, zx_t)
+
+  def cell_apply(params, carry, x):
+    check(params)
+    checks.check_array_shape(x, (params.B_re.shape[0],), "x", "cell_apply")
+    checks.check_floating(x, "x")
+    checks.check_carry(carry, init_carry(), "cell_apply")
+    return recurrence(params, carry, project(params, x))
+
+  def coefficients(params, zx):
+    r, phase = modulus_phase(params, zx.dtype)
+    lam = jax.lax.complex(r * jnp.cos(phase), r * jnp.sin(phase))
+    u = jax.lax.complex(zx[..., :N], zx[..., N:2 * N])
+    return jnp.broadcast_to(lam[None], u.shape), u
+
+  def to_state(state):
+    return jax.lax.complex(state.re, state.im)
+
+  hooks = ParallelHooks(
+      project=project, coefficients=coefficients, to_state=to_state,
+      from_state=lambda h: LRUState(jnp.real(h), jnp.imag(h)),
+      outputs=lambda params, hs, zx: outputs(params, jnp.real(hs), jnp.imag(hs), zx))
+  return Cell(
+      init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
+      hidden_size=N, output_size=None, project_inputs=project,
+      recurrence=recurrence, parallel=hooks,
+      config=(("kind", "lru"), ("hidden_size", N), ("r_min", r_min),
+              ("r_max", r_max), ("max_phase", max_phase)))
