@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 export JAX_PLATFORMS ?= cpu
 export KERAS_BACKEND ?= jax
 
-.PHONY: test bench bench-quick install install-bench clean
+.PHONY: test bench bench-quick install install-bench demo clean
 
 $(VENV)/.installed-dev: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ $(VENV)/.installed-dev: pyproject.toml Makefile
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(PIP) install -e ".[dev,bench]"
+	touch $@
+
+# The demo needs no PyTorch: jax, optax, tqdm and matplotlib only.
+$(VENV)/.installed-demo: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e ".[demo,plot]"
 	touch $@
 
 install: $(VENV)/.installed-dev
@@ -34,6 +41,10 @@ bench: $(VENV)/.installed-bench
 
 bench-quick: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run --quick
+
+# Restores capitalisation with a bidirectional LSTM; DEMO_ARGS="--steps 600" etc.
+demo: $(VENV)/.installed-demo
+	$(PY) examples/capitalise.py $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

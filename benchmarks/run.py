@@ -92,13 +92,15 @@ def parse_args(argv=None):
           "--tasks fwd+bwd\n"
           "  python -m benchmarks.run --parts speed --shapes 32,200,64,128 "
           "--peers jaxrnn,torch\n"
-          "  python -m benchmarks.memory   |   python -m benchmarks.compile_time"))
+          "  python -m benchmarks.memory   |   python -m benchmarks.compile_time   |   "
+          "python -m benchmarks.parallel"))
   p.add_argument("--quick", action="store_true",
                  help="a subset: shape 0 only, all cells and tasks, a shorter "
                       "timing target, compile time with fewer repeats, and the "
                       "memory part limited to the remat check at T=100k")
-  p.add_argument("--parts", type=_list_arg(("speed", "memory", "compile")),
-                 default=None, help="comma list of speed,memory,compile (default all)")
+  p.add_argument("--parts", type=_list_arg(("speed", "parallel", "memory", "compile")),
+                 default=None,
+                 help="comma list of speed,parallel,memory,compile (default all)")
   p.add_argument("--cells", type=_list_arg(peers_lib.CELLS), default=None,
                  help="comma list of lstm,gru,elman (default all)")
   p.add_argument("--shapes", type=_shape_arg, default=None,
@@ -139,7 +141,7 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
 
   if args.parts is None:
-    args.parts = ["speed", "memory", "compile"]
+    args.parts = ["speed", "parallel", "memory", "compile"]
   if args.cells is None:
     args.cells = list(peers_lib.CELLS)
   if args.shapes is None:
@@ -408,6 +410,10 @@ def main(argv=None):
   try:
     if "speed" in args.parts:
       run_speed(args, payload)
+    if "parallel" in args.parts:
+      from benchmarks import parallel
+      print(flush=True)
+      payload["parallel"] = parallel.run(quick=args.quick)
     if "compile" in args.parts:
       from benchmarks import compile_time
       print(flush=True)

@@ -8,19 +8,53 @@ from jaxrnn._src.base import Cell as Cell
 from jaxrnn._src.base import Layer as Layer
 from jaxrnn._src.cells import ElmanParams as ElmanParams
 from jaxrnn._src.cells import GRUParams as GRUParams
+from jaxrnn._src.cells import LayerNormParams as LayerNormParams
 from jaxrnn._src.cells import LSTMParams as LSTMParams
 from jaxrnn._src.cells import LSTMState as LSTMState
 from jaxrnn._src.cells import elman as elman
 from jaxrnn._src.cells import gru as gru
 from jaxrnn._src.cells import lstm as lstm
+from jaxrnn._src.checkpoint import latest_step as latest_step
+from jaxrnn._src.checkpoint import restore_checkpoint as restore_checkpoint
+from jaxrnn._src.checkpoint import save_checkpoint as save_checkpoint
+from jaxrnn._src.conv_lstm import ConvLSTMParams as ConvLSTMParams
+from jaxrnn._src.conv_lstm import conv_lstm as conv_lstm
+from jaxrnn._src.data import bucket_by_length as bucket_by_length
+from jaxrnn._src.data import pad_sequences as pad_sequences
+from jaxrnn._src.data import unpad_sequences as unpad_sequences
+from jaxrnn._src.distributed import batch_mesh as batch_mesh
+from jaxrnn._src.distributed import data_parallel_step as data_parallel_step
+from jaxrnn._src.distributed import replicate as replicate
+from jaxrnn._src.distributed import shard_batch as shard_batch
 from jaxrnn._src.layers import BidirectionalCarry as BidirectionalCarry
 from jaxrnn._src.layers import BidirectionalParams as BidirectionalParams
+from jaxrnn._src.layers import LearnedCarryParams as LearnedCarryParams
 from jaxrnn._src.layers import ReadoutParams as ReadoutParams
 from jaxrnn._src.layers import bidirectional as bidirectional
 from jaxrnn._src.layers import readout as readout
 from jaxrnn._src.layers import rnn as rnn
 from jaxrnn._src.layers import stack as stack
 from jaxrnn._src.losses import sequence_loss as sequence_loss
+from jaxrnn._src.mgu import MGUParams as MGUParams
+from jaxrnn._src.mgu import mgu as mgu
+from jaxrnn._src.parallel import LRUParams as LRUParams
+from jaxrnn._src.parallel import LRUState as LRUState
+from jaxrnn._src.parallel import MinGRUParams as MinGRUParams
+from jaxrnn._src.parallel import MinLSTMParams as MinLSTMParams
+from jaxrnn._src.parallel import lru as lru
+from jaxrnn._src.parallel import min_gru as min_gru
+from jaxrnn._src.parallel import min_lstm as min_lstm
+from jaxrnn._src.tbptt import chunk_lengths as chunk_lengths
+from jaxrnn._src.tbptt import reset_carry as reset_carry
+from jaxrnn._src.tbptt import split_chunks as split_chunks
+from jaxrnn._src.tbptt import tbptt as tbptt
+from jaxrnn._src.tbptt import tbptt_step as tbptt_step
+from jaxrnn._src.training import classification_loss as classification_loss
+from jaxrnn._src.training import labelling_loss as labelling_loss
+from jaxrnn._src.training import language_model_loss as language_model_loss
+from jaxrnn._src.training import last_step as last_step
+from jaxrnn._src.training import per_step_cross_entropy as per_step_cross_entropy
+from jaxrnn._src.training import pooled as pooled
 
 __version__ = "0.1.0"
 
@@ -28,18 +62,52 @@ __all__ = (
     "BidirectionalCarry",
     "BidirectionalParams",
     "Cell",
+    "ConvLSTMParams",
     "ElmanParams",
     "GRUParams",
+    "LRUParams",
+    "LRUState",
     "LSTMParams",
     "LSTMState",
     "Layer",
+    "LayerNormParams",
+    "LearnedCarryParams",
+    "MGUParams",
+    "MinGRUParams",
+    "MinLSTMParams",
     "ReadoutParams",
+    "batch_mesh",
     "bidirectional",
+    "bucket_by_length",
+    "chunk_lengths",
+    "classification_loss",
+    "conv_lstm",
+    "data_parallel_step",
     "elman",
     "gru",
+    "labelling_loss",
+    "language_model_loss",
+    "last_step",
+    "latest_step",
+    "lru",
     "lstm",
+    "mgu",
+    "min_gru",
+    "min_lstm",
+    "pad_sequences",
+    "per_step_cross_entropy",
+    "pooled",
     "readout",
+    "replicate",
+    "reset_carry",
+    "restore_checkpoint",
     "rnn",
+    "save_checkpoint",
     "sequence_loss",
+    "shard_batch",
+    "split_chunks",
     "stack",
+    "tbptt",
+    "tbptt_step",
+    "unpad_sequences",
 )

@@ -162,3 +162,11 @@ def test_bad_resets():
   learned = jaxrnn.rnn(jaxrnn.lstm(H), learned_carry=True)
   with pytest.raises(TypeError, match="^params: .*LearnedCarryParams"):
     learned.apply(params, xs)
+
+
+def test_no_torch_equivalent_for_learned_carry_or_zoneout():
+  from jaxrnn import interop
+  for layer in (jaxrnn.rnn(jaxrnn.lstm(H), learned_carry=True),
+                jaxrnn.stack(jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), zoneout=0.1))):
+    with pytest.raises(ValueError, match="no torch equivalent"):
+      interop.to_torch(layer, layer.init_params(jax.random.key(0), D))

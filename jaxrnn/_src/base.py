@@ -30,7 +30,10 @@ class Cell(NamedTuple):
     recurrence: optional ``recurrence(params, carry, zx_t) -> (carry, y)``,
       the rest of the step once ``zx_t`` is known. Required together with
       ``project_inputs``: ``cell_apply(p, c, x) == recurrence(p, c,
-      project_inputs(p, x))``.
+      project_inputs(p, x))``. A cell that supports variational recurrent
+      dropout also accepts ``recurrent_mask=`` (shaped like the hidden
+      state), which multiplies ``h_{t-1}`` wherever it enters a recurrent
+      product.
     fused: optional hooks for the fused-gradient path of `jaxrnn.rnn`
       (internal to the built-in cells; ``None`` for user cells).
     config: static description of the cell as ``((name, value), ...)``
@@ -66,11 +69,16 @@ class Layer(NamedTuple):
 
   Attributes:
     init_params: ``init_params(key, input_size, dtype=None) -> params``.
-    apply: ``apply(params, xs, *, length=None, carry=None) -> (ys, carry)``
-      with ``xs: (T, input_size)`` and ``ys: (T, output_size)``. ``length``
-      is an integer scalar (traced or not): steps ``t >= length`` are
-      padding, their outputs are zero and they never change the final
-      carry. ``carry=None`` starts from ``init_carry()``.
+    apply: ``apply(params, xs, *, length=None, carry=None, reset=None,
+      key=None) -> (ys, carry)`` with ``xs: (T, input_size)`` and ``ys: (T,
+      output_size)``. ``length`` is an integer scalar (traced or not): steps
+      ``t >= length`` are padding, their outputs are zero and they never
+      change the final carry. ``carry=None`` starts from ``init_carry()``
+      (or a learned initial carry). ``reset: (T,)`` bool restarts the carry
+      at the first step of each packed segment; ``key`` drives the layer's
+      dropout and zoneout (off without one). User layers need only
+      ``length`` and ``carry``: `jaxrnn.stack` passes ``reset`` and ``key``
+      on only when they are given.
     init_carry: ``init_carry(dtype=None) -> carry``, zeros for one example.
     config: static description as ``((name, value), ...)`` pairs, e.g.
       ``(("kind", "rnn"), ("cell", cell), ("reverse", False))``; read it

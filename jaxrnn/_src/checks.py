@@ -169,8 +169,12 @@ def _describe(value: Any) -> str:
 
 
 def default_float() -> np.dtype:
-  """float32, or float64 when ``jax_enable_x64`` is on (as jax's initializers)."""
-  return jnp.zeros(()).dtype
+  """float32, or float64 when ``jax_enable_x64`` is on (as jax's initializers).
+
+  Computed without creating an array, so building cells and layers never
+  starts a backend (``jax.distributed.initialize`` must come first).
+  """
+  return np.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
 def accumulation_dtype(*dtypes) -> np.dtype:

@@ -288,6 +288,15 @@ def _torch_layers(layer: Any) -> tuple[list, bool]:
     where = f"layer.layers[{k}]" if is_stack else "layer"
     c = dict(sub.config)
     kind = c.get("kind")
+    options = dict(c.get("rnn_options", ())) if kind == "bidirectional" else c
+    if options.get("learned_carry"):
+      raise ValueError(
+          f"{where}: torch modules start from a given or zero state; a "
+          "learned initial carry (learned_carry=True) has no torch equivalent")
+    zoneout = options.get("zoneout", 0.0)
+    if any(r > 0 for r in jax.tree_util.tree_leaves(zoneout)):
+      raise ValueError(f"{where}: torch has no zoneout; zoneout={zoneout!r} "
+                       "changes the evaluated model and has no torch equivalent")
     if kind == "rnn":
       if c["reverse"]:
         raise ValueError(

@@ -269,9 +269,11 @@ def rnn(
         "recurrent_dropout: this cell has no recurrent product to drop "
         "inputs of (user cells and the parallel cells min_gru, min_lstm, lru)"
     )
-  zone_rates = _check_zoneout(zoneout, cell.init_carry())
+  # Shapes only: building a layer must not start a backend.
+  carry_shape = jax.eval_shape(cell.init_carry)
+  zone_rates = _check_zoneout(zoneout, carry_shape)
   use_zoneout = any(r > 0 for r in jax.tree_util.tree_leaves(zone_rates))
-  if use_zoneout and np.shape(_hidden(cell.init_carry())) != (cell.output_size,):
+  if use_zoneout and tuple(getattr(_hidden(carry_shape), "shape", ())) != (cell.output_size,):
     raise ValueError(
         "zoneout: needs a cell whose output is its hidden state (carry.h or "
         "the carry itself), as the built-in cells except lru")

@@ -1,0 +1,320 @@
+"""Checkpoints of training state: one ``.npz`` file per step, written atomically.
+
+A checkpoint holds any pytree of arrays (params, optax states, NamedTuples,
+``None`` leaves, scalars, step counters, typed PRNG keys) as the NumPy
+arrays of its leaves, keyed by leaf path, plus a JSON manifest (paths,
+dtypes, shapes, step) stored inside the same file. The file is written under
+a temporary name in the same directory and renamed into place
+(``os.replace``), so a crash mid-write never leaves a half-written
+checkpoint under a checkpoint's name. Loading never unpickles anything.
+
+Restoring needs a ``like`` tree (e.g. freshly initialised params and
+``optimizer.init(params)``): the structure comes from ``like`` and the
+checkpoint must hold exactly its leaves, with the same shapes and dtypes.
+"""
+
+import json
+import os
+import pathlib
+import re
+import tempfile
+from typing import Any, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+_FORMAT = "jaxrnn.checkpoint"
+_VERSION = 1
+_MANIFEST = "__manifest__"
+_NAME = re.compile(r"^checkpoint_(\d+)\.npz$")
+_PYTHON_SCALARS = (bool, int, float, complex)
+
+
+def _file_name(step: int) -> str:
+  return f"checkpoint_{step:08d}.npz"
+
+
+def _check_step(step: Any) -> int:
+  if isinstance(step, (bool, np.bool_)) or not (
+      isinstance(step, (int, np.integer)) or (
+          isinstance(step, jax.Array) and step.shape == ()
+          and jnp.issubdtype(step.dtype, jnp.integer))):
+    raise TypeError(f"step: expected a non-negative int, got {type(step).__name__} {step!r}")
+  step = int(step)
+  if step < 0:
+    raise ValueError(f"step: expected a non-negative int, got {step}")
+  return step
+
+
+def _path_str(path: tuple) -> str:
+  return jax.tree_util.keystr(path) or "(root)"
+
+
+def _is_key(leaf: Any) -> bool:
+  dtype = getattr(leaf, "dtype", None)
+  return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _to_numpy(path: str, leaf: Any) -> tuple[np.ndarray, dict]:
+  """One leaf as a storable NumPy array and its manifest entry."""
+  entry = {"path": path}
+  if _is_key(leaf):
+    entry["key_impl"] = str(jax.random.key_impl(leaf))
+    leaf = jax.random.key_data(leaf)
+  if isinstance(leaf, _PYTHON_SCALARS):
+    entry["python"] = type(leaf).__name__
+  try:
+    array = np.asarray(jax.device_get(leaf))
+  except Exception as err:  # noqa: BLE001 - re-raised with the leaf's path
+    raise TypeError(
+        f"tree: leaf {path} ({type(leaf).__name__}) is not an array") from err
+  if array.dtype.kind not in "biufcV":
+    raise TypeError(
+        f"tree: leaf {path} has dtype {array.dtype}; only numeric arrays can "
+        "be saved")
+  entry["dtype"] = str(array.dtype)
+  entry["shape"] = list(array.shape)
+  if array.dtype.kind == "V":
+    # bfloat16, float8 and friends (ml_dtypes): stored as their raw bits.
+    array = array.view(np.dtype(f"u{array.dtype.itemsize}"))
+  return array, entry
+
+
+def _fsync_directory(directory: pathlib.Path) -> None:
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def _steps(directory: pathlib.Path) -> list[int]:
+  if not directory.is_dir():
+    return []
+  steps = []
+  for entry in directory.iterdir():
+    match = _NAME.match(entry.name)
+    if match and entry.is_file():
+      steps.append(int(match.group(1)))
+  return sorted(steps)
+
+
+def save_checkpoint(directory: PathLike, step: int, tree: Any, *,
+                    keep: Optional[int] = None) -> pathlib.Path:
+  """Saves a pytree of arrays as the checkpoint of ``step``.
+
+  Writes ``directory/checkpoint_<step>.npz`` atomically (a temporary file in
+  ``directory``, flushed to disk, then renamed over the final name), so a
+  crash leaves either the previous checkpoints or the complete new one. An
+  existing checkpoint of the same step is replaced.
+
+  Args:
+    directory: where checkpoints live; created if missing.
+    step: a non-negative int, e.g. the number of updates done.
+    tree: any pytree whose leaves are arrays (JAX or NumPy, any dtype
+      including bfloat16), Python or NumPy scalars, or typed PRNG keys
+      (``jax.random.key``). ``None`` is an empty subtree. Arrays are fetched
+      to the host; it must fit there.
+    keep: ``None`` keeps every checkpoint; an int ``n >= 1`` then deletes
+      all but the ``n`` highest steps.
+
+  Returns:
+    The path of the checkpoint file.
+
+  Example:
+    >>> import tempfile, jax.numpy as jnp, jaxrnn
+    >>> directory = tempfile.mkdtemp()
+    >>> state = {"params": (jnp.ones(3), None), "step": 10}
+    >>> path = jaxrnn.save_checkpoint(directory, 10, state)
+    >>> path.name, jaxrnn.latest_step(directory)
+    ('checkpoint_00000010.npz', 10)
+  """
+  step = _check_step(step)
+  if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+    raise ValueError(f"keep: expected None or an int >= 1, got {keep!r}")
+  directory = pathlib.Path(directory)
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  arrays, entries = {}, []
+  for i, (path, leaf) in enumerate(leaves):
+    array, entry = _to_numpy(_path_str(path), leaf)
+    entry["key"] = f"leaf_{i:05d}"
+    arrays[entry["key"]] = array
+    entries.append(entry)
+  seen = set()
+  for entry in entries:
+    if entry["path"] in seen:
+      raise ValueError(f"tree: two leaves share the path {entry['path']}")
+    seen.add(entry["path"])
+  manifest = {"format": _FORMAT, "version": _VERSION, "step": step, "leaves": entries}
+  arrays[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode("utf-8"), np.uint8)
+
+  directory.mkdir(parents=True, exist_ok=True)
+  final = directory / _file_name(step)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-checkpoint-", suffix=".npz")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, final)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  _fsync_directory(directory)
+  if keep is not None:
+    for old in _steps(directory)[:-keep]:
+      (directory / _file_name(old)).unlink(missing_ok=True)
+  return final
+
+
+def latest_step(directory: PathLike) -> Optional[int]:
+  """The highest step with a checkpoint in ``directory``, or ``None``.
+
+  Args:
+    directory: a checkpoint directory (it need not exist).
+
+  Returns:
+    An int, or ``None`` when there is no checkpoint (or no directory).
+
+  Example:
+    >>> import tempfile, jaxrnn
+    >>> print(jaxrnn.latest_step(tempfile.mkdtemp()))
+    None
+  """
+  steps = _steps(pathlib.Path(directory))
+  return steps[-1] if steps else None
+
+
+def _read(path: pathlib.Path) -> tuple[dict, dict]:
+  with np.load(path, allow_pickle=False) as data:
+    if _MANIFEST not in data.files:
+      raise ValueError(f"directory: {path} is not a jaxrnn checkpoint (no manifest)")
+    manifest = json.loads(bytes(data[_MANIFEST]).decode("utf-8"))
+    if manifest.get("format") != _FORMAT or manifest.get("version") != _VERSION:
+      raise ValueError(
+          f"directory: {path} has format {manifest.get('format')!r} version "
+          f"{manifest.get('version')!r}; expected {_FORMAT!r} version {_VERSION}")
+    arrays = {e["path"]: (e, data[e["key"]]) for e in manifest["leaves"]}
+  return manifest, arrays
+
+
+def _like_spec(leaf: Any) -> tuple[tuple, Any, Optional[str]]:
+  """``(shape, dtype, key_impl)`` expected from a ``like`` leaf."""
+  if _is_key(leaf):
+    data = jax.eval_shape(jax.random.key_data, leaf)
+    return tuple(data.shape), np.dtype(data.dtype), str(jax.random.key_impl(leaf))
+  if isinstance(leaf, _PYTHON_SCALARS):
+    return (), None, None
+  if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+    leaf = np.asarray(leaf)
+  return tuple(leaf.shape), np.dtype(leaf.dtype), None
+
+
+def _restore_leaf(like: Any, entry: dict, stored: np.ndarray) -> Any:
+  dtype = np.dtype(jnp.dtype(entry["dtype"]))
+  array = stored.view(dtype) if stored.dtype != dtype else stored
+  array = array.reshape(entry["shape"])
+  if isinstance(like, _PYTHON_SCALARS):
+    return type(like)(array.item())
+  if isinstance(like, (np.ndarray, np.generic)):
+    return array.copy()
+  if "key_impl" in entry:
+    value = jax.random.wrap_key_data(jnp.asarray(array), impl=entry["key_impl"])
+  else:
+    value = jnp.asarray(array)
+  if isinstance(like, jax.Array) and getattr(like, "sharding", None) is not None:
+    # Where the like leaf lives (and committed like it, so that a jitted step
+    # fed restored state does not compile again).
+    value = jax.device_put(value, like.sharding)
+  return value
+
+
+def restore_checkpoint(directory: PathLike, like: Any, *,
+                       step: Optional[int] = None) -> tuple[Any, int]:
+  """Loads a checkpoint into the structure of ``like``.
+
+  Every leaf of ``like`` must be in the checkpoint under the same path, with
+  the same shape and dtype, and the checkpoint must hold no other leaf;
+  otherwise a ``ValueError`` names the first leaf path that differs. Values
+  are bit-exact. Restored leaves take the kind of their ``like`` leaf: JAX
+  arrays (on the ``like`` leaf's sharding), NumPy arrays, Python scalars or
+  typed PRNG keys.
+
+  Args:
+    directory: the checkpoint directory.
+    like: a pytree shaped like the saved one (e.g. fresh params and
+      ``optimizer.init(params)``); its values are not used, and its leaves
+      may be ``jax.ShapeDtypeStruct``.
+    step: the step to load; ``None`` loads `latest_step`.
+
+  Returns:
+    ``(tree, step)``: the restored pytree, structured like ``like``, and its
+    step.
+
+  Raises:
+    FileNotFoundError: no checkpoint (of ``step``) in ``directory``.
+    ValueError: the checkpoint does not match ``like``.
+
+  Example:
+    >>> import tempfile, jax.numpy as jnp, jaxrnn
+    >>> directory = tempfile.mkdtemp()
+    >>> _ = jaxrnn.save_checkpoint(directory, 3, {"w": jnp.arange(3.0)})
+    >>> jaxrnn.restore_checkpoint(directory, {"w": jnp.zeros(3)})
+    ({'w': Array([0., 1., 2.], dtype=float32)}, 3)
+  """
+  directory = pathlib.Path(directory)
+  if step is None:
+    step = latest_step(directory)
+    if step is None:
+      raise FileNotFoundError(f"directory: no checkpoint in {directory}")
+  else:
+    step = _check_step(step)
+  path = directory / _file_name(step)
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"step: no checkpoint of step {step} in {directory} (steps there: "
+        f"{_steps(directory)})")
+  manifest, stored = _read(path)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+  wanted = [_path_str(p) for p, _ in leaves]
+  missing = [p for p in wanted if p not in stored]
+  if missing:
+    raise ValueError(
+        f"like: leaf {missing[0]} is not in the checkpoint of step {step} "
+        f"({len(missing)} missing; the checkpoint holds {sorted(stored)[:8]}"
+        f"{' ...' if len(stored) > 8 else ''})")
+  extra = sorted(set(stored) - set(wanted))
+  if extra:
+    raise ValueError(
+        f"like: the checkpoint of step {step} holds leaf {extra[0]} that like "
+        f"does not have ({len(extra)} extra); restore into a like tree with "
+        "the saved structure")
+  out = []
+  for (leaf_path, leaf), name in zip(leaves, wanted):
+    entry, array = stored[name]
+    shape, dtype, key_impl = _like_spec(leaf)
+    saved_dtype = np.dtype(jnp.dtype(entry["dtype"]))
+    if key_impl != entry.get("key_impl"):
+      raise ValueError(
+          f"like: leaf {name} is {'a PRNG key ' + key_impl if key_impl else 'not a PRNG key'}"
+          f" but the checkpoint of step {step} holds "
+          f"{'a PRNG key ' + entry['key_impl'] if entry.get('key_impl') else 'an array'}")
+    if tuple(entry["shape"]) != shape:
+      raise ValueError(
+          f"like: leaf {name} has shape {shape} but the checkpoint of step "
+          f"{step} holds shape {tuple(entry['shape'])}")
+    if dtype is not None and saved_dtype != dtype:
+      raise ValueError(
+          f"like: leaf {name} has dtype {dtype} but the checkpoint of step "
+          f"{step} holds dtype {saved_dtype}")
+    out.append(_restore_leaf(leaf, entry, array))
+  return jax.tree_util.tree_unflatten(treedef, out), int(manifest["step"])

@@ -1,0 +1,318 @@
+"""Task losses and sequence readouts against float64 NumPy loops.
+
+Padded steps hold NaN (and labels out of range): they must reach neither a
+value nor a gradient.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+
+B, T, C = 3, 6, 5
+LENGTHS = np.array([6, 2, 0])
+
+
+def np_log_softmax(z):
+  z = np.asarray(z, np.float64)
+  m = z.max(axis=-1, keepdims=True)
+  return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def np_cross_entropy(z, y):
+  """Cross-entropy of one score vector ``z: (C,)`` and one label."""
+  return -np_log_softmax(z)[int(y)]
+
+
+def np_labelling(logits, labels, lengths, reduction):
+  out = np.zeros(len(lengths))
+  for b, n in enumerate(lengths):
+    losses = [np_cross_entropy(logits[b, t], labels[b, t]) for t in range(n)]
+    if n == 0:
+      continue
+    out[b] = {"sum": sum(losses), "mean": sum(losses) / n, "last": losses[-1]}[reduction]
+  return out
+
+
+def _data(seed=0, junk=np.nan):
+  rng = np.random.default_rng(seed)
+  logits = 3.0 * rng.standard_normal((B, T, C))
+  labels = rng.integers(0, C, (B, T))
+  clean_logits, clean_labels = logits.copy(), labels.copy()
+  pad = np.arange(T)[None, :] >= LENGTHS[:, None]
+  logits[pad] = junk
+  labels[pad] = -100
+  return (jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.int32),
+          clean_logits, clean_labels)
+
+
+# ---------------------------------------------------------------------------
+# Cross-entropies
+
+
+def test_per_step_cross_entropy_matches_numpy():
+  logits, labels, clean_logits, clean_labels = _data(junk=0.0)
+  got = jaxrnn.per_step_cross_entropy(jnp.asarray(clean_logits, jnp.float32),
+                                      jnp.asarray(clean_labels))
+  assert got.shape == (B, T) and got.dtype == jnp.float32
+  want = np.array([[np_cross_entropy(clean_logits[b, t], clean_labels[b, t])
+                    for t in range(T)] for b in range(B)])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+  logits = jnp.array([[1e4, 0.0, -1e4], [-3e38, 3e38, 0.0]], jnp.float32)
+  got = jaxrnn.classification_loss(logits, jnp.array([1, 1]))
+  np.testing.assert_allclose(got, [1e4, 0.0])
+  grad = jax.grad(lambda z: jnp.sum(jaxrnn.classification_loss(z, jnp.array([1, 1]))))(logits)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_allclose(grad, [[1, -1, 0], [0, 0, 0]], atol=1e-6)
+
+
+def test_label_out_of_range_is_nan():
+  got = jaxrnn.classification_loss(jnp.zeros((3, 4)), jnp.array([4, -1, 3]))
+  assert np.isnan(got[0]) and np.isnan(got[1]) and np.isfinite(got[2])
+
+
+def test_classification_loss_matches_numpy_and_gradient():
+  rng = np.random.default_rng(1)
+  logits = rng.standard_normal((2, 3, C))
+  labels = rng.integers(0, C, (2, 3))
+  got = jaxrnn.classification_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(labels))
+  assert got.shape == (2, 3)
+  want = np.vectorize(lambda i, j: np_cross_entropy(logits[i, j], labels[i, j]))(
+      *np.indices((2, 3)))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # d/dz of -log softmax(z)_y is softmax(z) - onehot(y).
+  grad = jax.grad(lambda z: jnp.sum(jaxrnn.classification_loss(z, jnp.asarray(labels))))(
+      jnp.asarray(logits, jnp.float32))
+  want_grad = np.exp(np_log_softmax(logits)) - np.eye(C)[labels]
+  np.testing.assert_allclose(grad, want_grad, atol=1e-6)
+
+
+def test_bfloat16_logits_compute_in_float32():
+  logits = jnp.asarray(np.random.default_rng(2).standard_normal((T, C)), jnp.bfloat16)
+  labels = jnp.arange(T) % C
+  got = jaxrnn.per_step_cross_entropy(logits, labels)
+  assert got.dtype == jnp.float32
+  z = np.asarray(logits.astype(jnp.float32), np.float64)
+  np.testing.assert_allclose(got, [np_cross_entropy(z[t], labels[t]) for t in range(T)],
+                             rtol=1e-5)
+
+
+def test_float64(x64):
+  logits, labels, clean_logits, clean_labels = _data(3)
+  got = jaxrnn.labelling_loss(logits.astype(jnp.float64), labels, jnp.asarray(LENGTHS))
+  assert got.dtype == jnp.float64
+  clean = np.asarray(np.where(np.isnan(logits), 0, logits), np.float64)
+  np.testing.assert_allclose(got, np_labelling(clean, clean_labels, LENGTHS, "mean"),
+                             rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# labelling_loss and language_model_loss
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "last"])
+def test_labelling_loss_matches_numpy_with_nan_padding(reduction):
+  logits, labels, clean_logits, clean_labels = _data(4)
+  f = jax.jit(jax.value_and_grad(
+      lambda z: jnp.sum(jaxrnn.labelling_loss(z, labels, jnp.asarray(LENGTHS),
+                                              reduction=reduction))))
+  value, grad = f(logits)
+  want = np_labelling(np.asarray(logits, np.float64), clean_labels, LENGTHS, reduction)
+  np.testing.assert_allclose(value, want.sum(), rtol=1e-5)
+  per_seq = jaxrnn.labelling_loss(logits, labels, jnp.asarray(LENGTHS), reduction=reduction)
+  np.testing.assert_allclose(per_seq, want, rtol=1e-5, atol=1e-6)
+  assert np.all(np.isfinite(grad))
+  want_grad = np.zeros((B, T, C))
+  z = np.asarray(logits, np.float64)
+  for b, n in enumerate(LENGTHS):
+    steps = {"mean": range(n), "sum": range(n), "last": range(n - 1, n) if n else ()}[reduction]
+    scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
+    for t in steps:
+      want_grad[b, t] = scale * (np.exp(np_log_softmax(z[b, t])) - np.eye(C)[clean_labels[b, t]])
+  np.testing.assert_allclose(grad, want_grad, atol=1e-6)
+
+
+def test_labelling_loss_without_length_and_one_sequence():
+  _, _, clean_logits, clean_labels = _data(5)
+  z = jnp.asarray(clean_logits, jnp.float32)
+  got = jaxrnn.labelling_loss(z, jnp.asarray(clean_labels))
+  np.testing.assert_allclose(got, np_labelling(clean_logits, clean_labels, [T] * B, "mean"),
+                             rtol=1e-5)
+  one = jaxrnn.labelling_loss(z[0], jnp.asarray(clean_labels[0]), 4, reduction="sum")
+  assert one.shape == ()
+  np.testing.assert_allclose(one, np_labelling(clean_logits[:1], clean_labels[:1], [4], "sum"),
+                             rtol=1e-5)
+  under_vmap = jax.vmap(lambda z, y, n: jaxrnn.labelling_loss(z, y, n))(
+      z, jnp.asarray(clean_labels), jnp.asarray(LENGTHS))
+  np.testing.assert_allclose(under_vmap, np_labelling(clean_logits, clean_labels, LENGTHS, "mean"),
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "last"])
+def test_language_model_loss_matches_numpy(reduction):
+  rng = np.random.default_rng(6)
+  lengths = np.array([6, 3, 1, 0])
+  logits = rng.standard_normal((4, T, C))
+  tokens = rng.integers(0, C, (4, T))
+  pad = np.arange(T)[None, :] >= lengths[:, None]
+  # The logits at the last valid step predict nothing: junk them as well.
+  unused = pad | (np.arange(T)[None, :] == lengths[:, None] - 1)
+  junk_logits = np.where(unused[..., None], np.nan, logits)
+  junk_tokens = np.where(pad, 10 ** 6, tokens)
+  f = jax.jit(jax.value_and_grad(lambda z: jnp.sum(jaxrnn.language_model_loss(
+      z, jnp.asarray(junk_tokens), jnp.asarray(lengths), reduction=reduction))))
+  value, grad = f(jnp.asarray(junk_logits, jnp.float32))
+  want = np.zeros(4)
+  for b, n in enumerate(lengths):
+    pairs = [np_cross_entropy(logits[b, t], tokens[b, t + 1]) for t in range(n - 1)]
+    if pairs:
+      want[b] = {"sum": sum(pairs), "mean": np.mean(pairs), "last": pairs[-1]}[reduction]
+  got = jaxrnn.language_model_loss(jnp.asarray(junk_logits, jnp.float32),
+                                   jnp.asarray(junk_tokens), jnp.asarray(lengths),
+                                   reduction=reduction)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(value, want.sum(), rtol=1e-5)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_array_equal(np.asarray(grad)[unused], 0.0)
+
+
+def test_language_model_loss_without_length():
+  rng = np.random.default_rng(7)
+  logits = rng.standard_normal((T, C))
+  tokens = rng.integers(0, C, (T,))
+  got = jaxrnn.language_model_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(tokens))
+  want = np.mean([np_cross_entropy(logits[t], tokens[t + 1]) for t in range(T - 1)])
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# last_step and pooled
+
+
+def _ys_with_junk(seed, n, junk=np.nan):
+  ys = np.random.default_rng(seed).standard_normal((T, 3))
+  clean = ys.copy()
+  ys[n:] = junk
+  return jnp.asarray(ys, jnp.float32), clean
+
+
+@pytest.mark.parametrize("n", [0, 1, 4, T])
+def test_last_step_matches_indexing_and_gradient(n):
+  ys, clean = _ys_with_junk(8, n)
+  want = clean[n - 1] if n else np.zeros(3)
+  for length in (n, jnp.asarray(n)):
+    np.testing.assert_allclose(jaxrnn.last_step(ys, length), want, rtol=1e-6)
+  grad = jax.grad(lambda y: jnp.sum(jaxrnn.last_step(y, jnp.asarray(n)) * jnp.arange(1.0, 4.0)))(ys)
+  want_grad = np.zeros((T, 3))
+  if n:
+    want_grad[n - 1] = [1, 2, 3]
+  np.testing.assert_array_equal(grad, want_grad)
+
+
+def test_last_step_without_length_and_under_vmap():
+  ys, clean = _ys_with_junk(9, T)
+  np.testing.assert_array_equal(jaxrnn.last_step(ys), clean[-1].astype(np.float32))
+  batch = jnp.stack([ys, 2 * ys, 3 * ys])
+  got = jax.jit(jax.vmap(jaxrnn.last_step))(batch, jnp.array([2, 0, T]))
+  np.testing.assert_allclose(got, [clean[1], np.zeros(3), 3 * clean[-1]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+@pytest.mark.parametrize("n", [0, 1, 4, T])
+def test_pooled_matches_numpy_and_ignores_padding(mode, n):
+  # Padding larger than any valid value: max must not pick it.
+  ys, clean = _ys_with_junk(10, n, junk=1e6)
+  want = np.zeros(3) if n == 0 else (clean[:n].mean(0) if mode == "mean" else clean[:n].max(0))
+  np.testing.assert_allclose(jaxrnn.pooled(ys, n, mode=mode), want, rtol=1e-6, atol=1e-7)
+  ys_nan, _ = _ys_with_junk(10, n)
+  f = jax.jit(jax.value_and_grad(
+      lambda y, k: jnp.sum(jaxrnn.pooled(y, k, mode=mode) * jnp.arange(1.0, 4.0))))
+  value, grad = f(ys_nan, jnp.asarray(n))
+  np.testing.assert_allclose(value, want @ np.arange(1.0, 4.0), rtol=1e-6, atol=1e-6)
+  want_grad = np.zeros((T, 3))
+  if n and mode == "mean":
+    want_grad[:n] = np.arange(1.0, 4.0) / n
+  elif n:
+    want_grad[clean[:n].argmax(0), np.arange(3)] = np.arange(1.0, 4.0)
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-6)
+
+
+def test_pooled_without_length_and_vmap():
+  ys, clean = _ys_with_junk(11, T)
+  np.testing.assert_allclose(jaxrnn.pooled(ys), clean.mean(0), rtol=1e-6)
+  got = jax.vmap(lambda y, n: jaxrnn.pooled(y, n, mode="max"))(
+      jnp.stack([ys, -ys]), jnp.array([3, 2]))
+  np.testing.assert_allclose(got, [clean[:3].max(0), (-clean[:2]).max(0)], rtol=1e-6)
+
+
+def test_classify_rnn_outputs_end_to_end():
+  """An Elman + readout classifier on padded data: NaN padding changes nothing."""
+  net = jaxrnn.stack(jaxrnn.rnn(jaxrnn.elman(4), unroll=1), jaxrnn.readout(C))
+  params = net.init_params(jax.random.key(0), 2)
+  xs = np.random.default_rng(12).standard_normal((B, T, 2)).astype(np.float32)
+  lengths = jnp.array([6, 2, 3])
+  labels = jnp.array([0, 3, 4])
+
+  def loss(params, xs):
+    ys, _ = jax.vmap(net.apply, in_axes=(None, 0))(params, xs, length=lengths)
+    logits = jax.vmap(jaxrnn.last_step)(ys, lengths)
+    return jnp.mean(jaxrnn.classification_loss(logits, labels))
+
+  f = jax.jit(jax.value_and_grad(loss))
+  clean_value, clean_grad = f(params, jnp.asarray(xs))
+  xs[1, 2:] = np.nan
+  xs[2, 3:] = np.nan
+  value, grad = f(params, jnp.asarray(xs))
+  np.testing.assert_array_equal(value, clean_value)
+  for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(clean_grad)):
+    np.testing.assert_array_equal(a, b)
+  # Reference: a NumPy Elman loop over the valid steps, then the readout.
+  p_rnn, p_out = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  want = []
+  for b, n in enumerate([6, 2, 3]):
+    h = np.zeros(4)
+    for t in range(n):
+      h = np.tanh(xs[b, t] @ p_rnn.W_x + p_rnn.b_x + h @ p_rnn.W_h + p_rnn.b_h)
+    want.append(np_cross_entropy(h @ p_out.W_hy + p_out.b_y, labels[b]))
+  want = np.mean(want)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: jaxrnn.per_step_cross_entropy(jnp.zeros(C), jnp.zeros((), jnp.int32)),
+     ValueError, r"^logits: expected shape \(\.\.\., T, C\)"),
+    (lambda: jaxrnn.per_step_cross_entropy(jnp.zeros((T, C)), jnp.zeros(T)),
+     TypeError, r"^labels: expected integer class indices, got dtype float32"),
+    (lambda: jaxrnn.per_step_cross_entropy(jnp.zeros((T, C)), jnp.zeros(T + 1, jnp.int32)),
+     ValueError, r"^labels: expected shape \(6,\)"),
+    (lambda: jaxrnn.classification_loss(jnp.zeros((2, C), jnp.int32), jnp.zeros(2, jnp.int32)),
+     TypeError, r"^logits: expected a floating-point array"),
+    (lambda: jaxrnn.labelling_loss(jnp.zeros((B, T, C)), jnp.zeros((B, T), jnp.int32),
+                                   jnp.zeros(B)),
+     TypeError, r"^length: expected integers"),
+    (lambda: jaxrnn.labelling_loss(jnp.zeros((B, T, C)), jnp.zeros((B, T), jnp.int32),
+                                   jnp.zeros(2, jnp.int32)),
+     ValueError, r"^length: expected shape \(3,\)"),
+    (lambda: jaxrnn.labelling_loss(jnp.zeros((T, C)), jnp.zeros(T, jnp.int32), reduction="max"),
+     ValueError, r"^reduction: expected one of"),
+    (lambda: jaxrnn.last_step(jnp.zeros((B, T, C))),
+     ValueError, r"^ys: last_step expects shape \(T, O\).*jax.vmap"),
+    (lambda: jaxrnn.last_step(jnp.zeros((T, C)), T + 1),
+     ValueError, r"^length: expected an integer in \[0, T\]"),
+    (lambda: jaxrnn.pooled(jnp.zeros((T, C)), 2, mode="sum"),
+     ValueError, r"^mode: expected one of \('mean', 'max'\)"),
+    (lambda: jaxrnn.pooled(jnp.zeros(T), 2),
+     ValueError, r"^ys: pooled expects shape \(T, O\)"),
+])
+def test_errors(call, error, match):
+  with pytest.raises(error, match=match):
+    call()
