@@ -155,19 +155,43 @@ def test_parallel_gradients_match_finite_differences(x64):
   np.testing.assert_allclose(analytic, fd, rtol=1e-7)
 
 
-def test_auto_uses_the_associative_scan_for_long_sequences():
+def test_auto_picks_by_length_and_backend(monkeypatch):
   cell = jaxrnn.min_gru(H)
   layer = jaxrnn.rnn(cell)  # method="auto"
   params = layer.init_params(jax.random.key(0), D)
-  threshold = jaxrnn._src.parallel.PARALLEL_MIN_STEPS.get(jax.default_backend(), 64)
-  long_text = str(jax.make_jaxpr(lambda x: layer.apply(params, x))(jnp.ones((threshold, D))))
-  short_text = str(jax.make_jaxpr(lambda x: layer.apply(params, x))(jnp.ones((threshold - 1, D))))
-  assert "while" not in long_text and "scan" not in long_text
-  assert "scan" in short_text
-  seq = jaxrnn.rnn(cell, method="sequential")
-  xs = ref.random_xs(1, (threshold + 3, D))
-  np.testing.assert_allclose(layer.apply(params, xs)[0], seq.apply(params, xs)[0],
-                             rtol=1e-5, atol=1e-6)
+
+  def text(num_steps):
+    return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(jnp.ones((num_steps, D))))
+
+  backend = jax.default_backend()
+  monkeypatch.setitem(jaxrnn._src.parallel.PARALLEL_MIN_STEPS, backend, 40)
+  assert "scan" not in text(40) and "while" not in text(40)  # associative
+  assert "scan" in text(39)
+  monkeypatch.setitem(jaxrnn._src.parallel.PARALLEL_MIN_STEPS, backend, None)
+  assert "scan" in text(5000)  # None: always sequential
+  xs = ref.random_xs(1, (43, D))
+  seq = jaxrnn.rnn(cell, method="sequential").apply(params, xs)[0]
+  par = jaxrnn.rnn(cell, method="parallel").apply(params, xs)[0]
+  np.testing.assert_allclose(par, seq, rtol=1e-5, atol=1e-6)
+
+
+def test_cell_apply_loop_equals_the_layer_and_numpy():
+  """cell_apply (the per-step recurrence, used under zoneout) vs NumPy."""
+  for name in NAMES:
+    make, step, out = CASES[name]
+    cell = make()
+    params = ref.random_params(cell, 21)
+    carry = ref.random_like(cell.init_carry(), 22)
+    xs = ref.random_xs(23, (T, D))
+    c, ys = carry, []
+    for x in xs:
+      c, y = cell.cell_apply(params, c, x)
+      ys.append(y)
+    want_ys, want_c = ref.run(step, ref.np_params(params), xs, ref.np_carry(carry), out)
+    ref.assert_tree_close(jnp.stack(ys), want_ys, err_msg=name)
+    ref.assert_tree_close(as_tuple(c), want_c, err_msg=name)
+    zoned = jaxrnn.rnn(cell, zoneout=0.0 if name == "lru" else 1e-9)  # per-step path
+    ref.assert_tree_close(zoned.apply(params, xs, carry=carry)[0], want_ys, err_msg=name)
 
 
 def test_stable_when_gates_saturate():

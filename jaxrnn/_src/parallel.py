@@ -35,14 +35,21 @@ from jaxrnn._src.base import Cell
 Array = jax.Array
 
 # Shortest sequence for which method="auto" picks the associative scan, per
-# backend (benchmarks/parallel.py measures the crossover; README.md,
-# Performance). Other backends: the sequential scan below this length.
-PARALLEL_MIN_STEPS = {"cpu": 64}
-_OTHER_BACKENDS = 64
+# backend; None: never. CPU, measured by benchmarks/parallel.py on 2 cores
+# (README.md, "The parallel method"): both methods share the gate
+# computation, and the associative scan's extra work (about twice the
+# multiply-adds, log T passes over memory) made it 0.5-0.9x of the
+# sequential multiply-add scan for T >= 256 with the backward pass, and the
+# LRU's complex scan slower at every T; a 2-core CPU has no width to spend
+# on it. Accelerators, where a sequential step leaves most of the device
+# idle, are not measured here: they use the parallel scan from 256 steps.
+PARALLEL_MIN_STEPS = {"cpu": None}
+_OTHER_BACKENDS = 256
 
 
 def _prefer_parallel(num_steps: int) -> bool:
-  return num_steps >= PARALLEL_MIN_STEPS.get(jax.default_backend(), _OTHER_BACKENDS)
+  threshold = PARALLEL_MIN_STEPS.get(jax.default_backend(), _OTHER_BACKENDS)
+  return threshold is not None and num_steps >= threshold
 
 
 def _combine(left, right):
@@ -70,8 +77,15 @@ class ParallelHooks(NamedTuple):
   def prefer(self, num_steps: int) -> bool:
     return _prefer_parallel(num_steps)
 
-  def run(self, params, carry, xs, steps, reverse, initial):
-    """The whole sequence by ``jax.lax.associative_scan``: ``(ys, carry)``."""
+  def run(self, params, carry, xs, steps, reverse, initial, *, parallel=True,
+          unroll=1):
+    """The whole sequence: ``(ys, carry)``.
+
+    Both methods share everything but the scan: the gates of all steps are
+    computed at once, outside any loop, then either
+    ``jax.lax.associative_scan`` (``parallel``) or a ``jax.lax.scan`` whose
+    step is one multiply-add combines the pairs.
+    """
     zx = self.project(params, xs)
     a, b = self.coefficients(params, zx)
     num_steps = a.shape[0]
@@ -87,10 +101,19 @@ class ParallelHooks(NamedTuple):
       h_init = self.to_state(initial).astype(b.dtype)
       b = jnp.where(reset, a * h_init[None] + b, b)
       a = jnp.where(reset, jnp.zeros((), a.dtype), a)
-    first = num_steps - 1 if reverse else 0
     h0 = self.to_state(carry).astype(b.dtype)
-    b = b.at[first].add(a[first] * h0)
-    _, hs = jax.lax.associative_scan(_combine, (a, b), reverse=reverse)
+    if parallel:
+      first = num_steps - 1 if reverse else 0
+      b = b.at[first].add(a[first] * h0)
+      _, hs = jax.lax.associative_scan(_combine, (a, b), reverse=reverse)
+    else:
+
+      def step(h, coefficients_t):
+        a_t, b_t = coefficients_t
+        h = a_t * h + b_t
+        return h, h
+
+      _, hs = jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=unroll)
     ys = self.outputs(params, hs, zx)
     if steps.valid is not None:
       ys = jnp.where(column(steps.valid), ys, jnp.zeros((), ys.dtype))

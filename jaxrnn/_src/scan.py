@@ -227,8 +227,11 @@ def _run(cell: Cell, params, carry, xs, steps: Steps, plan: Plan, unroll,
          initial, h_mask, zoneout):
   """One uninterrupted scan over ``xs`` (no chunking)."""
   reverse = plan.reverse
-  if plan.parallel:
-    return cell.parallel.run(params, carry, xs, steps, reverse, initial)
+  if cell.parallel is not None and zoneout is None:
+    # Linear recurrences: gates for all steps at once, then a scan whose
+    # step is one multiply-add (sequential) or an associative scan.
+    return cell.parallel.run(params, carry, xs, steps, reverse, initial,
+                             parallel=plan.parallel, unroll=unroll[0])
   if cell.project_inputs is None:
     step = partial(cell.cell_apply, params)
     carry, ys = _scan_steps(step, carry, xs, steps, reverse, unroll[0],
