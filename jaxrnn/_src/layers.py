@@ -229,7 +229,8 @@ def rnn(
     the first step of each segment when several sequences are packed into
     one row: the carry restarts there (a reversed scan restarts at each
     segment's last step), so each segment's outputs equal those of the
-    segment run alone. ``key``: a PRNG key for this sequence (for a
+    segment run alone; ``reset[0]`` discards a ``carry`` passed in (a new
+    sequence starting at a truncated-BPTT chunk boundary). ``key``: a PRNG key for this sequence (for a
     minibatch, ``jax.random.split(key, B)`` mapped by ``jax.vmap``).
 
   Example:
