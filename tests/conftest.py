@@ -12,20 +12,6 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-@pytest.fixture(autouse=True)
-def _keras_rank_promotion(request):
-  """Keras's own cells (GRUCell, LSTMCell, SimpleRNNCell on the jax backend)
-  add their biases by implicit rank promotion, so the Keras interop tests,
-  which run Keras as the reference, run with "allow". (Better: wrap only the
-  Keras calls in ``jax.numpy_rank_promotion("allow")`` there, then drop this.)
-  """
-  if request.path.name.startswith("test_interop_keras"):
-    with jax.numpy_rank_promotion("allow"):
-      yield
-  else:
-    yield
-
-
 @pytest.fixture
 def x64():
   """Runs a test with ``jax_enable_x64`` on, then turns it off again."""

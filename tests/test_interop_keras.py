@@ -115,8 +115,11 @@ def check_against_keras(klayer, *, seed=0, lengths=LENGTHS, initial_state=True,
   argnums = (0, 1) if states0 is None else (0, 1, 2)
   weights = [v.value for v in klayer.trainable_variables]
   non_trainable = [v.value for v in klayer.non_trainable_variables]  # seed states
-  (k_loss, (k_ys, k_final)), k_grads = jax.jit(
-      jax.value_and_grad(keras_loss, argnums=argnums, has_aux=True))(weights, xs, states0)
+  # Keras's cells add biases by implicit rank promotion: allow it while
+  # Keras (the reference) is traced, and only then.
+  with jax.numpy_rank_promotion("allow"):
+    (k_loss, (k_ys, k_final)), k_grads = jax.jit(
+        jax.value_and_grad(keras_loss, argnums=argnums, has_aux=True))(weights, xs, states0)
   (j_loss, (j_ys, j_final)), j_grads = jax.jit(
       jax.value_and_grad(jaxrnn_loss, argnums=argnums, has_aux=True))(params, xs, states0)
 
