@@ -193,10 +193,15 @@ def loss_fn(net, params, ids, labels, lengths):
 
 
 class Progress:
-  """A tqdm progress bar, or a line every tenth of the run without tqdm."""
+  """A tqdm progress bar, or a line every tenth of the run without tqdm.
 
-  def __init__(self, total: int, desc: str):
+  ``metric`` names the value shown beside the step count (printed with
+  ``digits`` decimals); `update` may advance several steps at once.
+  """
+
+  def __init__(self, total: int, desc: str, *, metric: str = "loss", digits: int = 4):
     self.total, self.desc, self.count = total, desc, 0
+    self.metric, self.digits = metric, digits
     try:
       from tqdm import tqdm
     except ImportError:
@@ -205,13 +210,15 @@ class Progress:
     else:
       self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
-  def update(self, loss: float) -> None:
-    self.count += 1
+  def update(self, value: float, steps: int = 1) -> None:
+    before, self.count = self.count, self.count + steps
+    text = f"{value:.{self.digits}f}"
+    tenth = max(1, self.total // 10)
     if self.bar is not None:
-      self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-      self.bar.update(1)
-    elif self.count % max(1, self.total // 10) == 0 or self.count == self.total:
-      print(f"{self.desc}: step {self.count}/{self.total}  loss {loss:.4f}", flush=True)
+      self.bar.set_postfix(refresh=False, **{self.metric: text})
+      self.bar.update(steps)
+    elif self.count // tenth > before // tenth or self.count == self.total:
+      print(f"{self.desc}: step {self.count}/{self.total}  {self.metric} {text}", flush=True)
 
   def close(self) -> None:
     if self.bar is not None:

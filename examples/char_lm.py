@@ -18,7 +18,9 @@ Run: ``python examples/char_lm.py [--steps N] [--hidden H] [--cell gru|lstm]
 
 import argparse
 import dataclasses
+import functools
 import math
+import pathlib
 import string
 import sys
 import time
@@ -31,11 +33,16 @@ import optax
 
 import jaxrnn
 
+# The data split and the progress bar are capitalise.py's, next to this file.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import capitalise  # noqa: E402
+
+Progress = functools.partial(capitalise.Progress, metric="bpc", digits=3)
+
 UNK = 0  # any character outside CHARS
 CHARS = "".join(c for c in string.printable if c not in "\r\x0b\x0c")
 CHAR_IDS = {c: i + 1 for i, c in enumerate(CHARS)}
 VOCAB_SIZE = len(CHARS) + 1
-SPLIT_SEED = 0  # the same train / held-out split as capitalise.py
 CHUNKS_PER_CALL = 10  # training steps per jitted call (one progress update)
 
 
@@ -63,19 +70,9 @@ QUICK = Config(steps=30, hidden=32, streams=8, chunk=32, max_chars=20_000,
 
 
 def split_topics(held_out: float) -> tuple[str, str]:
-  """The pydoc topics joined into (train, held-out) text, split by topic."""
-  from pydoc_data.topics import topics
-
-  names = sorted(topics)
-  total = sum(len(topics[n]) for n in names)
-  held, size = set(), 0
-  for i in np.random.default_rng(SPLIT_SEED).permutation(len(names)):
-    if size >= held_out * total:
-      break
-    held.add(names[i])
-    size += len(topics[names[i]])
-  return ("\n\n".join(topics[n] for n in names if n not in held),
-          "\n\n".join(topics[n] for n in names if n in held))
+  """The pydoc topics joined into (train, held-out) text, split as in capitalise.py."""
+  train, held = capitalise.split_topics(held_out)
+  return "\n\n".join(train), "\n\n".join(held)
 
 
 def encode(text: str) -> np.ndarray:
@@ -148,32 +145,6 @@ def make_sampler(net, length: int):
     return tokens
 
   return sample
-
-
-class Progress:
-  """A tqdm progress bar, or a line every tenth of the run without tqdm."""
-
-  def __init__(self, total: int, desc: str):
-    self.total, self.desc, self.count = total, desc, 0
-    try:
-      from tqdm import tqdm
-    except ImportError:
-      self.bar = None
-      print(f"{desc}: {total} steps (install tqdm for a progress bar)", flush=True)
-    else:
-      self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
-
-  def update(self, loss: float, steps: int = 1) -> None:
-    before, self.count = self.count, self.count + steps
-    if self.bar is not None:
-      self.bar.set_postfix(bpc=f"{loss:.3f}", refresh=False)
-      self.bar.update(steps)
-    elif self.count // max(1, self.total // 10) > before // max(1, self.total // 10):
-      print(f"{self.desc}: step {self.count}/{self.total}  bpc {loss:.3f}", flush=True)
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
 
 
 def train(net, params, ids: np.ndarray, config: Config):

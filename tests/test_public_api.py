@@ -5,8 +5,8 @@ import typing
 
 import jaxrnn
 
-EXPECTED = {
-    # types
+# The NamedTuple types: params, carries, cells and layers.
+NAMED_TUPLES = {
     "BidirectionalCarry",
     "BidirectionalParams",
     "Cell",
@@ -24,6 +24,8 @@ EXPECTED = {
     "MinGRUParams",
     "MinLSTMParams",
     "ReadoutParams",
+}
+EXPECTED = NAMED_TUPLES | {
     # cells
     "conv_lstm",
     "elman",
@@ -62,25 +64,6 @@ EXPECTED = {
     "data_parallel_step",
     "replicate",
     "shard_batch",
-}
-NAMED_TUPLES = {
-    "BidirectionalCarry",
-    "BidirectionalParams",
-    "Cell",
-    "ConvLSTMParams",
-    "ElmanParams",
-    "GRUParams",
-    "LRUParams",
-    "LRUState",
-    "LSTMParams",
-    "LSTMState",
-    "Layer",
-    "LayerNormParams",
-    "LearnedCarryParams",
-    "MGUParams",
-    "MinGRUParams",
-    "MinLSTMParams",
-    "ReadoutParams",
 }
 
 

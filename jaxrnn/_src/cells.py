@@ -486,18 +486,10 @@ def lstm(
 
   def check(params):
     _check_fused_params(params, LSTMParams, owner, H, out_size, 4)
-    if proj_size is None and params.W_hr is not None:
-      raise ValueError(f"params.W_hr: {owner} has no projection, got an array")
-    if proj_size is not None:
-      if params.W_hr is None:
-        raise ValueError(f"params.W_hr: {owner} expects shape ({H}, {proj_size}), got None")
-      checks.check_array_shape(params.W_hr, (H, proj_size), "params.W_hr", owner)
-    if not peephole and params.W_c is not None:
-      raise ValueError(f"params.W_c: {owner} has no peepholes, got an array")
-    if peephole:
-      if params.W_c is None:
-        raise ValueError(f"params.W_c: {owner} expects shape (3, {H}), got None")
-      checks.check_array_shape(params.W_c, (3, H), "params.W_c", owner)
+    checks.check_optional_array(params.W_hr, (H, out_size), "params.W_hr", owner,
+                                present=proj_size is not None, what="projection")
+    checks.check_optional_array(params.W_c, (3, H), "params.W_c", owner,
+                                present=peephole, what="peepholes")
     _check_layer_norm(params.ln_x, 4 * H, "ln_x", owner, layer_norm)
     _check_layer_norm(params.ln_h, 4 * H, "ln_h", owner, layer_norm)
     _check_layer_norm(params.ln_c, H, "ln_c", owner, layer_norm)

@@ -54,7 +54,7 @@ def check_params(params: Any, expected_type: type, owner: str) -> None:
   if not isinstance(params, expected_type):
     raise TypeError(
         f"params: {owner} expects {expected_type.__name__}, got "
-        f"{_describe(params)}; were these params made by another cell or layer?"
+        f"{describe(params)}; were these params made by another cell or layer?"
     )
 
 
@@ -65,6 +65,19 @@ def check_array_shape(value: Any, expected: tuple, name: str, owner: str):
     raise ValueError(
         f"{name}: {owner} expects shape {tuple(expected)}, got shape {tuple(shape)}"
     )
+
+
+def check_optional_array(value: Any, expected: tuple, name: str, owner: str, *,
+                         present: bool, what: str) -> None:
+  """Checks an optional parameter: an array of shape ``expected`` when the
+  option is ``present``, None when it is not (``what`` names the option)."""
+  if not present:
+    if value is not None:
+      raise ValueError(f"{name}: {owner} has no {what}, got an array")
+    return
+  if value is None:
+    raise ValueError(f"{name}: {owner} expects shape {tuple(expected)}, got None")
+  check_array_shape(value, expected, name, owner)
 
 
 def check_floating(value: Any, name: str) -> None:
@@ -159,9 +172,10 @@ def check_carry(carry: Any, reference: Any, owner: str) -> None:
       )
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+  """What ``value`` is, for error messages: an array's shape and dtype, or a type."""
   if hasattr(value, "shape") and hasattr(value, "dtype"):
-    return f"an array of shape {tuple(value.shape)}"
+    return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
   return type(value).__name__
 
 

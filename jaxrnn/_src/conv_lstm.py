@@ -188,19 +188,10 @@ def conv_lstm(
           f"params.W_x: {owner} expects shape ({kh}, {kw}, in_channels, "
           f"{4 * C}), got {tuple(params.W_x.shape)}")
     checks.check_array_shape(params.W_h, (kh, kw, C, 4 * C), "params.W_h", owner)
-    if bias and params.b is None:
-      raise ValueError(f"params.b: {owner} expects shape ({4 * C},), got None")
-    if not bias and params.b is not None:
-      raise ValueError(f"params.b: {owner} has no bias (bias=False), got an array")
-    if params.b is not None:
-      checks.check_array_shape(params.b, (4 * C,), "params.b", owner)
-    if peephole and params.W_c is None:
-      raise ValueError(
-          f"params.W_c: {owner} expects shape {(3,) + state_shape}, got None")
-    if not peephole and params.W_c is not None:
-      raise ValueError(f"params.W_c: {owner} has no peepholes, got an array")
-    if params.W_c is not None:
-      checks.check_array_shape(params.W_c, (3,) + state_shape, "params.W_c", owner)
+    checks.check_optional_array(params.b, (4 * C,), "params.b", owner,
+                                present=bias, what="bias (bias=False)")
+    checks.check_optional_array(params.W_c, (3,) + state_shape, "params.W_c", owner,
+                                present=peephole, what="peepholes")
 
   def check_maps(xs, params, name, want_rank):
     in_channels = params.W_x.shape[2]

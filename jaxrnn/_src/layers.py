@@ -130,13 +130,7 @@ def _check_key(key: Any) -> Any:
     return key
   raise TypeError(
       "key: expected a PRNG key from jax.random.key (or a raw uint32 key of "
-      f"shape (2,)), got {_describe(key)}")
-
-
-def _describe(value: Any) -> str:
-  if hasattr(value, "shape") and hasattr(value, "dtype"):
-    return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
-  return type(value).__name__
+      f"shape (2,)), got {checks.describe(key)}")
 
 
 def check_reset(reset: Any, num_steps: int) -> Optional[Array]:

@@ -106,12 +106,8 @@ def mgu(
           f"params.W_x: {owner} expects shape (input_size, {2 * H}), got "
           f"{tuple(params.W_x.shape)}")
     checks.check_array_shape(params.W_h, (H, 2 * H), "params.W_h", owner)
-    if bias and params.b is None:
-      raise ValueError(f"params.b: {owner} expects shape ({2 * H},), got None")
-    if not bias and params.b is not None:
-      raise ValueError(f"params.b: {owner} has no bias (bias=False), got an array")
-    if params.b is not None:
-      checks.check_array_shape(params.b, (2 * H,), "params.b", owner)
+    checks.check_optional_array(params.b, (2 * H,), "params.b", owner,
+                                present=bias, what="bias (bias=False)")
 
   def project(params, xs):
     return _add(checks.matmul(xs, params.W_x), params.b)

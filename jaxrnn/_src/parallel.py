@@ -142,12 +142,8 @@ def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
       raise ValueError(
           f"params.W_x: {owner} expects shape (input_size, {width}), got "
           f"{tuple(params.W_x.shape)}")
-    if bias and params.b is None:
-      raise ValueError(f"params.b: {owner} expects shape ({width},), got None")
-    if not bias and params.b is not None:
-      raise ValueError(f"params.b: {owner} has no bias, got an array")
-    if params.b is not None:
-      checks.check_array_shape(params.b, (width,), "params.b", owner)
+    checks.check_optional_array(params.b, (width,), "params.b", owner,
+                                present=bias, what="bias (bias=False)")
 
   def project(params, xs):
     check(params)
