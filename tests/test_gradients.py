@@ -1,6 +1,8 @@
 """Gradients: finite differences in float64, and every option (fused_vjp,
 remat, unroll) against the plain path, with lengths and junk padding."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -216,18 +218,28 @@ def test_bidirectional_options_match_plain_path():
 
 
 # ---------------------------------------------------------------------------
-# Forward mode. (The brief said the default fused path would refuse forward
-# mode; the fused pass is now a custom JVP and `rnn`'s docstring promises
-# jax.jvp / jax.hessian on both paths, so both are checked.)
+# Forward mode and higher orders: the plain path (fused_vjp=False). The
+# default fused path is first-order reverse mode and raises for these
+# (tests/test_fused_batch.py), except with `reset`, where it is a custom JVP.
 
-JVP_MODES = [("lstm", "fused"), ("lstm", "fused_vjp_false"), ("gru", "fused")]
+JVP_MODES = [("lstm", "fused_vjp_false"), ("gru", "fused_vjp_false"),
+             ("lstm", "fused_reset")]
+
+
+def _reset_layers(cell):
+  """Both directions, restarting the carry at step 2 (the custom JVP path)."""
+  reset = jnp.zeros(T, bool).at[2].set(True)
+  return [layer._replace(apply=functools.partial(layer.apply, reset=reset))
+          for layer in _rnn_layers(cell, remat=2)]
 
 
 @pytest.mark.parametrize("name, mode", JVP_MODES, ids=[f"{n}-{m}" for n, m in JVP_MODES])
 def test_jvp_matches_finite_differences(x64, name, mode):
   cell = ref.BY_NAME[name].make()
-  options = dict(remat=2) if mode == "fused" else dict(remat=2, fused_vjp=False)
-  loss = _loss_fn(_rnn_layers(cell, **options))
+  if mode == "fused_reset":
+    loss = _loss_fn(_reset_layers(cell))
+  else:
+    loss = _loss_fn(_rnn_layers(cell, remat=2, fused_vjp=False))
   args = _fd_data(jaxrnn.rnn(cell), 80)
   v = ref.random_like(args, 81, scale=1.0)
   jvp = jax.jit(lambda a, t: jax.jvp(lambda *a: loss(*a, 3), a, t))
@@ -240,40 +252,41 @@ def test_jvp_matches_finite_differences(x64, name, mode):
 
 
 def test_hessian_matches_finite_differences(x64):
-  """Hessian w.r.t. the initial carry, fused (default) and fused_vjp=False."""
+  """Hessian w.r.t. the initial carry (fused_vjp=False) against differences
+  of gradients taken on the default fused path."""
   cell = jaxrnn.gru(H)
   params, xs, carry = _fd_data(jaxrnn.rnn(cell), 82)
-  hessians = []
-  for options in ({}, dict(fused_vjp=False)):
+
+  def of_carry(options):
     loss = _loss_fn([jaxrnn.rnn(cell, reverse=True, unroll=1, **options)])
+    return lambda c: loss(params, xs, c, 3)
 
-    def of_carry(c, loss=loss):
-      return loss(params, xs, c, 3)
-
-    hess = np.asarray(jax.jit(jax.hessian(of_carry))(carry))
-    assert hess.shape == (H, H)
-    np.testing.assert_allclose(hess, hess.T, atol=1e-10)
-    grad = jax.jit(jax.grad(of_carry))
-    eps = 1e-5
-    for i in range(H):
-      e = jnp.zeros(H, jnp.float64).at[i].set(eps)
-      column = (grad(carry + e) - grad(carry - e)) / (2 * eps)
-      np.testing.assert_allclose(hess[:, i], column, rtol=1e-6, atol=1e-8)
-    hessians.append(hess)
-  np.testing.assert_allclose(hessians[0], hessians[1], rtol=1e-10, atol=1e-10)
+  hess = np.asarray(jax.jit(jax.hessian(of_carry(dict(fused_vjp=False))))(carry))
+  assert hess.shape == (H, H)
+  np.testing.assert_allclose(hess, hess.T, atol=1e-10)
+  grad = jax.jit(jax.grad(of_carry({})))
+  eps = 1e-5
+  for i in range(H):
+    e = jnp.zeros(H, jnp.float64).at[i].set(eps)
+    column = (grad(carry + e) - grad(carry - e)) / (2 * eps)
+    np.testing.assert_allclose(hess[:, i], column, rtol=1e-6, atol=1e-8)
+  with pytest.raises(TypeError, match="custom_vjp"):
+    jax.hessian(of_carry({}))(carry)
 
 
 FORWARD_MODE_LAYERS = {
-    **{c.name: (lambda c=c: jaxrnn.rnn(c.make())) for c in ref.FUSED_CASES},
-    "reverse_remat": lambda: jaxrnn.rnn(jaxrnn.lstm(H), reverse=True, remat=2),
-    "bidirectional": lambda: ref.bidirectional_layer("sum"),
-    "stack": ref.stack_layer,
+    **{c.name: (lambda c=c: jaxrnn.rnn(c.make(), fused_vjp=False))
+       for c in ref.FUSED_CASES},
+    "reverse_remat": lambda: jaxrnn.rnn(jaxrnn.lstm(H), reverse=True, remat=2,
+                                        fused_vjp=False),
+    "bidirectional": lambda: ref.bidirectional_layer("sum", fused_vjp=False),
+    "stack": lambda: ref.stack_layer(fused_vjp=False),
 }
 
 
 @pytest.mark.parametrize("name", sorted(FORWARD_MODE_LAYERS))
 def test_forward_mode_traces_on_every_layer(name):
-  """jax.jvp and jax.hessian trace through every layer's default path."""
+  """jax.jvp and jax.hessian trace through every layer with fused_vjp=False."""
   layer = FORWARD_MODE_LAYERS[name]()
   params = jax.eval_shape(lambda k: layer.init_params(k, D), jax.random.key(0))
   xs = jnp.ones((T, D))

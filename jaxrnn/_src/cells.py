@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
@@ -88,11 +89,16 @@ class FusedHooks(NamedTuple):
   holds the small parameters used in the elementwise part (a pytree,
   possibly None). The residuals are what cuDNN keeps: the gate activations.
 
-  ``tangent(extra, carry, residuals, dcarry, dzx, dzh, dextra) -> (dcarry,
-  dy)`` is the step's JVP, written to be linear in the tangents ``dcarry,
+  ``tangent(extra, h_tm1, residuals, dcarry, dzx, dzh, dextra) -> (dcarry,
+  dy)`` is the step's JVP (``h_tm1 = hidden(carry)`` before the step), written to be linear in the tangents ``dcarry,
   dzx, dzh, dextra`` with every product taking a tangent first, so that no
   subexpression depends on primal values alone: JAX's transpose of it is the
   backward step and needs nothing recomputed.
+
+  Every array a hook sees has the feature axis first: ``(G*H,)`` for one
+  example, or ``(G*H, B)`` for a batch held feature-major by the batched
+  fused path (`jaxrnn._src.fused_batch`); gate blocks are split along axis
+  0, and ``extra`` leaves then carry a trailing axis of 1.
   """
 
   split: Callable[[Any], tuple[Array, Optional[Array], Array, Any]]
@@ -103,6 +109,17 @@ class FusedHooks(NamedTuple):
   def pointwise(self, extra, carry, zx_t, zh_t):
     carry, y, _ = self.forward(extra, carry, zx_t, zh_t)
     return carry, y
+
+
+def _gate_scale(hidden_size, like, sigmoid_value):
+  """``sigmoid_value`` on the i, f, o blocks of ``like``, 1 on g.
+
+  Shaped ``(4H,) + (1,) * (like.ndim - 1)`` to broadcast along the feature
+  axis 0.
+  """
+  scale = np.repeat(np.array([sigmoid_value, sigmoid_value, 1.0, sigmoid_value]),
+                    hidden_size)
+  return jnp.asarray(scale.reshape((-1,) + (1,) * (like.ndim - 1)), like.dtype)
 
 
 def _dsigmoid(dz, s):
@@ -508,24 +525,31 @@ def lstm(
 
   def forward(extra, carry, zx_t, zh_t):
     del extra
-    z_i, z_f, z_g, z_o = jnp.split(zx_t + zh_t, 4, axis=-1)
-    i_t, f_t = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f)
-    g_t, o_t = jnp.tanh(z_g), jax.nn.sigmoid(z_o)
+    # One tanh over all 4H pre-activations (σ(z) = (1 + tanh(z/2)) / 2):
+    # a nonlinearity over one contiguous array vectorises; four over
+    # slices of it measured 3-5x slower on CPU.
+    z = zx_t + zh_t
+    t = jnp.tanh(z * _gate_scale(H, z, 0.5))
+    s = 0.5 * t + 0.5
+    i_t, f_t, _, o_t = jnp.split(s, 4, axis=0)
+    g_t = jnp.split(t, 4, axis=0)[2]
     c_t = f_t * carry.c + i_t * g_t
     tanh_c = jnp.tanh(c_t)
     h_t = o_t * tanh_c
-    return LSTMState(h_t, c_t), h_t, (i_t, f_t, g_t, o_t, tanh_c)
+    # Residuals, with every factor the backward step needs folded in:
+    # p = (g, c_{t-1}, i, tanh c_t) ⊙ d(i, f, g, o)/dz, so that the tangent
+    # is (dc, dh) = (dc_{t-1} f + Σ_{i,f,g} dz ⊙ p, dc ⊙ a + dz_o ⊙ p_o).
+    p = (jnp.concatenate([g_t, carry.c, i_t, tanh_c], axis=0)
+         * _dtanh(_gate_scale(H, t, 0.25), t))
+    a = o_t * _dtanh(jnp.ones((), t.dtype), tanh_c)
+    return LSTMState(h_t, c_t), h_t, (p, a, f_t)
 
-  def tangent(extra, carry, res, dcarry, dzx_t, dzh_t, dextra):
-    del extra, dextra
-    i_t, f_t, g_t, o_t, tanh_c = res
-    # split (not slices): its transpose is one concatenate, where the
-    # transpose of four slices is four pads summed.
-    dz_i, dz_f, dz_g, dz_o = jnp.split(dzx_t + dzh_t, 4, axis=-1)
-    di, df = _dsigmoid(dz_i, i_t), _dsigmoid(dz_f, f_t)
-    dg, do = _dtanh(dz_g, g_t), _dsigmoid(dz_o, o_t)
-    dc = df * carry.c + dcarry.c * f_t + di * g_t + dg * i_t
-    dh = do * tanh_c + _dtanh(dc, tanh_c) * o_t
+  def tangent(extra, h_tm1, res, dcarry, dzx_t, dzh_t, dextra):
+    del extra, h_tm1, dextra
+    p, a, f_t = res
+    q_i, q_f, q_g, q_o = jnp.split((dzx_t + dzh_t) * p, 4, axis=0)
+    dc = dcarry.c * f_t + q_i + q_f + q_g
+    dh = dc * a + q_o
     return LSTMState(dh, dc), dh
 
   def recurrence(params, carry, zx_t, recurrent_mask=None):
@@ -662,8 +686,8 @@ def gru(
     return _add(_layer_norm(checks.matmul(xs, W_x), params.ln_x, layer_norm_eps), b_in)
 
   def forward(b_hn, h_tm1, zx_t, zh_t):
-    x_r, x_z, x_n = jnp.split(zx_t, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(zh_t, 3, axis=-1)
+    x_r, x_z, x_n = jnp.split(zx_t, 3, axis=0)
+    h_r, h_z, h_n = jnp.split(zh_t, 3, axis=0)
     r_t, z_t = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
     hn_t = _add(h_n, b_hn)
     n_t = jnp.tanh(x_n + r_t * hn_t)
@@ -672,8 +696,8 @@ def gru(
 
   def tangent(b_hn, h_tm1, res, dh_tm1, dzx_t, dzh_t, db_hn):
     r_t, z_t, n_t, hn_t = res
-    dx_r, dx_z, dx_n = jnp.split(dzx_t, 3, axis=-1)  # split: see lstm
-    dh_r, dh_z, dh_n = jnp.split(dzh_t, 3, axis=-1)
+    dx_r, dx_z, dx_n = jnp.split(dzx_t, 3, axis=0)  # split: see lstm
+    dh_r, dh_z, dh_n = jnp.split(dzh_t, 3, axis=0)
     dr = _dsigmoid(dx_r + dh_r, r_t)
     dz = _dsigmoid(dx_z + dh_z, z_t)
     dhn = _add(dh_n, None if b_hn is None else db_hn)

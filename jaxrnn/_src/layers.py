@@ -203,8 +203,16 @@ def rnn(
       ``elman``, ``lstm`` and ``gru`` without ``proj_size``, peepholes,
       layer normalisation, ``reset_after=False`` or a callable activation)
       and params, inputs and carry share one dtype; ``False`` uses plain
-      autodiff of the scan. Both give the same gradients, and both support
-      forward mode (``jax.jvp``, ``jax.hessian``) and higher orders.
+      autodiff of the scan. Both give the same gradients. Under
+      ``jax.vmap`` the fused path holds the batch feature-major (``(H, B)``
+      carries: the products run as ``(G*H, H) x (H, B)``), whichever of
+      ``grad(vmap(...))``, ``vmap(grad(...))`` or ``grad`` of one example is
+      taken. It gives first-order reverse-mode derivatives: forward mode
+      (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) raises JAX's
+      ``TypeError`` about a ``custom_vjp`` function, and a gradient of a
+      gradient raises a ``TypeError`` naming ``fused_vjp``. ``False``
+      supports forward mode and every order. (With ``reset`` the fused
+      path is a custom JVP and supports forward mode too.)
     recurrent_dropout: the rate ``p`` in ``[0, 1)`` of variational dropout
       on the recurrent input (cells with a recurrent product: the built-in
       cells except the parallel ones).

@@ -5,7 +5,10 @@ Three things happen here, each for speed or memory:
 * Hoisting. On the plain path, ``zx = xs @ W_x + b`` is one
   ``(T, D) x (D, G*H)`` product before the scan; a step does only
   ``h_{t-1} @ W_h`` and elementwise work.
-* Fused backward (``fused``). A custom JVP: its rule runs the forward scan
+* Fused backward (``fused``). Without ``reset``: `fused_batch.fused_scan`,
+  which under ``vmap`` runs the whole batch feature-major and has a custom
+  VJP (first-order reverse mode; see that module). With ``reset``: the
+  custom JVP below (`_fused`), which also serves forward mode. Its rule runs the forward scan
   saving the gate activations (as cuDNN does), then a tangent scan that is
   linear in the tangents. Everything that does not depend on the recurrence
   is hoisted out of that loop as one product for all steps: the input
@@ -36,6 +39,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src import fused_batch
 from jaxrnn._src.base import Cell
 
 tree_map = jax.tree_util.tree_map
@@ -180,10 +184,10 @@ def _fused_jvp(hooks, reverse, unroll, primals, tangents):
     new_c, y, res = hooks.forward(extra, c, _project(x_t, W_x, b_in), zh_t)
     if valid_t is not None:
       new_c, y = _select(valid_t, new_c, c), _zero_unless(valid_t, y)
-    # Residuals: the carry entering the step and the cell's gate activations.
-    return new_c, (y, c, res)
+    # Residuals: h_{t-1} and the cell's gate activations.
+    return new_c, (y, hooks.hidden(c), res)
 
-  final, (ys, carries, res) = jax.lax.scan(
+  final, (ys, hiddens, res) = jax.lax.scan(
       step, carry, (valid, reset, xs), reverse=reverse, unroll=unroll)
 
   # Everything that does not depend on the recurrence is one product for all
@@ -191,20 +195,20 @@ def _fused_jvp(hooks, reverse, unroll, primals, tangents):
   # recurrent weight's tangent h_{t-1} dW_h. Transposed, these are
   # dW_x = sum_t x_t^T dz_t, dxs = dz W_x^T and dW_h = sum_t h_{t-1}^T dz_t.
   dzx = jnp.matmul(dxs, W_x) + _project(xs, dW_x, db_in)
-  dzh_w = jnp.matmul(_times(hooks.hidden(carries), h_mask), dW_h)
+  dzh_w = jnp.matmul(_times(hiddens, h_mask), dW_h)
 
   def tangent_step(dc, inp):
-    valid_t, reset_t, c_tm1, res_t, dzx_t, dzh_w_t = inp
+    valid_t, reset_t, h_tm1, res_t, dzx_t, dzh_w_t = inp
     if reset_t is not None:
       dc = _select(reset_t, dinitial, dc)
     dzh_t = jnp.matmul(_times(hooks.hidden(dc), h_mask), W_h) + dzh_w_t
-    new_dc, dy = hooks.tangent(extra, c_tm1, res_t, dc, dzx_t, dzh_t, dextra)
+    new_dc, dy = hooks.tangent(extra, h_tm1, res_t, dc, dzx_t, dzh_t, dextra)
     if valid_t is not None:
       new_dc, dy = _select(valid_t, new_dc, dc), _zero_unless(valid_t, dy)
     return new_dc, dy
 
   dfinal, dys = jax.lax.scan(
-      tangent_step, dcarry, (valid, reset, carries, res, dzx, dzh_w),
+      tangent_step, dcarry, (valid, reset, hiddens, res, dzx, dzh_w),
       reverse=reverse, unroll=unroll_bwd)
   return (ys, final), (dys, dfinal)
 
@@ -242,6 +246,10 @@ def _run(cell: Cell, params, carry, xs, steps: Steps, plan: Plan, unroll,
     # The step projects its own input: no (T, G*H) array is materialised
     # in the forward pass (its tangent is still one product; see _fused_jvp).
     W_x, b_in, W_h, extra = cell.fused.split(params)
+    if steps.reset is None:
+      # Batched feature-major scans under vmap (see fused_batch.py).
+      return fused_batch.fused_scan(cell.fused, reverse, unroll, W_x, b_in, W_h,
+                                    extra, carry, xs, steps.valid, h_mask)
     return _fused(cell.fused, reverse, unroll, W_x, b_in, W_h, extra, carry, xs,
                   steps.valid, steps.reset, initial, h_mask)
   zx = cell.project_inputs(params, xs)
