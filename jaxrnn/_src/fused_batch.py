@@ -90,7 +90,9 @@ def _trailing(tree):
 # cores, measured: at B = 1 hoisting cut the LSTM forward from 1.53 to 1.1 ms
 # and the Elman one from 0.5 to 0.35 ms at (T, D, H) = (500, 32, 64); at
 # B = 8 it cost the LSTM 30%, and at B = 32 it made no difference forward
-# and cost 4% in training. Other backends are unmeasured: the same rule.
+# and cost 4% in training. The GRU's forward at B = 1 got 2x slower, so its
+# hooks opt out (`FusedHooks.hoist_inputs`). Other backends are unmeasured:
+# the same rule.
 HOIST_MAX_BATCH = {"cpu": 1}
 
 
@@ -112,7 +114,8 @@ def _forward(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid,
   b_col = None if b_in is None else b_in[:, None]
   ext = _trailing(extra)
 
-  hoist = xs.shape[-1] <= HOIST_MAX_BATCH.get(jax.default_backend(), 1)
+  hoist = (hooks.hoist_inputs
+           and xs.shape[-1] <= HOIST_MAX_BATCH.get(jax.default_backend(), 1))
   if hoist:
     # The input projection of every step as one (G*H, D) x (D, T*B) product.
     num_steps, size_in, batch = xs.shape
