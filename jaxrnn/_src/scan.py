@@ -63,9 +63,27 @@ DEFAULT_UNROLL = {"cpu": (4, 1)}
 _OTHER_BACKENDS = (1, 1)
 
 
-def default_unroll(num_steps: int) -> tuple[int, int]:
-  """``(forward, backward)`` steps per scan iteration for this backend."""
-  fwd, bwd = DEFAULT_UNROLL.get(jax.default_backend(), _OTHER_BACKENDS)
+# The same for the batched fused path (`fused_batch`), per cell kind. CPU,
+# measured at (32, 100, 128, 256), unroll 1 against 4: LSTM forward 17.8 vs
+# 19.1 ms and training 74 vs 76 ms, and a 2-layer bidirectional LSTM
+# training step compiles in 1.14 s instead of 1.63 s; the GRU trains 9%
+# faster with 4 (65 vs 71 ms), the Elman layer's forward 7% (8.3 vs 8.9 ms).
+# At (8, 1000, 64, 128) the LSTM and Elman layers differed by under 3%.
+DEFAULT_UNROLL_BATCHED = {"cpu": {"lstm": (1, 1), "gru": (4, 1), "elman": (4, 1)}}
+
+
+def default_unroll(num_steps: int, batched_kind: Optional[str] = None
+                   ) -> tuple[int, int]:
+  """``(forward, backward)`` steps per scan iteration for this backend.
+
+  ``batched_kind``: the cell kind when the batched fused path runs.
+  """
+  backend = jax.default_backend()
+  if batched_kind is not None:
+    fwd, bwd = DEFAULT_UNROLL_BATCHED.get(backend, {}).get(
+        batched_kind, DEFAULT_UNROLL.get(backend, _OTHER_BACKENDS))
+  else:
+    fwd, bwd = DEFAULT_UNROLL.get(backend, _OTHER_BACKENDS)
   return max(1, min(fwd, num_steps)), max(1, min(bwd, num_steps))
 
 
@@ -248,6 +266,8 @@ def _run(cell: Cell, params, carry, xs, steps: Steps, plan: Plan, unroll,
     W_x, b_in, W_h, extra = cell.fused.split(params)
     if steps.reset is None:
       # Batched feature-major scans under vmap (see fused_batch.py).
+      if plan.unroll is None:
+        unroll = default_unroll(xs.shape[0], dict(cell.config).get("kind"))
       return fused_batch.fused_scan(cell.fused, reverse, unroll, W_x, b_in, W_h,
                                     extra, carry, xs, steps.valid, h_mask)
     return _fused(cell.fused, reverse, unroll, W_x, b_in, W_h, extra, carry, xs,
