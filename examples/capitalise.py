@@ -325,6 +325,16 @@ def plot_losses(curves: dict, path: pathlib.Path) -> bool:
 # ---------------------------------------------------------------------------
 
 
+def given_options(parser, args, positive=("steps", "hidden")) -> dict:
+  """The options set on the command line (``--quick`` aside); those named in
+  ``positive`` must be positive integers."""
+  given = {k: v for k, v in vars(args).items() if k != "quick" and v is not None}
+  for name in positive:
+    if given.get(name, 1) < 1:
+      parser.error(f"--{name}: expected a positive integer, got {given[name]}")
+  return given
+
+
 def parse_args(argv) -> Config:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--steps", type=int, help=f"training steps per model (default {Config.steps})")
@@ -338,11 +348,7 @@ def parse_args(argv) -> Config:
                       help="a tiny run on a slice of the text, for tests (under a minute)")
   args = parser.parse_args(argv)
   config = QUICK if args.quick else Config()
-  given = {k: v for k, v in vars(args).items() if k != "quick" and v is not None}
-  for name in ("steps", "hidden"):
-    if given.get(name, 1) < 1:
-      parser.error(f"--{name}: expected a positive integer, got {given[name]}")
-  return dataclasses.replace(config, **given)
+  return dataclasses.replace(config, **given_options(parser, args))
 
 
 def main(argv=None) -> dict:

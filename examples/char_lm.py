@@ -205,10 +205,7 @@ def parse_args(argv) -> Config:
                       help="a tiny run on a slice of the text, for tests (under a minute)")
   args = parser.parse_args(argv)
   config = QUICK if args.quick else Config()
-  given = {k: v for k, v in vars(args).items() if k != "quick" and v is not None}
-  for name in ("steps", "hidden"):
-    if given.get(name, 1) < 1:
-      parser.error(f"--{name}: expected a positive integer, got {given[name]}")
+  given = capitalise.given_options(parser, args)
   if given.get("temperature", 1.0) <= 0:
     parser.error(f"--temperature: expected a positive number, got {given['temperature']}")
   if given.get("prompt") == "":

@@ -49,16 +49,21 @@ tree_leaves = jax.tree_util.tree_leaves
 
 
 def _on_last_axis(mask, like):
-  """``mask: (B,)`` shaped to broadcast along the last axis of ``like``."""
+  """A scalar ``mask`` as is; ``mask: (B,)`` shaped to broadcast along the
+  last axis of ``like``."""
+  if mask.ndim == 0:
+    return mask
   return jnp.reshape(mask, (1,) * (like.ndim - 1) + mask.shape)
 
 
-def _where(mask, new, old):
-  """``where(mask, new, old)`` leafwise, ``mask: (B,)`` on the last axis."""
+def select(mask, new, old):
+  """``where(mask, new, old)`` leafwise; ``mask`` is a scalar (one example)
+  or ``(B,)`` (a feature-major batch, on the last axis)."""
   return tree_map(lambda n, o: jnp.where(_on_last_axis(mask, n), n, o), new, old)
 
 
-def _zeros_where_not(mask, tree):
+def zero_unless(mask, tree):
+  """``tree`` with every leaf zeroed where ``mask`` is False (as `select`)."""
   return tree_map(
       lambda v: jnp.where(_on_last_axis(mask, v), v, jnp.zeros((), v.dtype)), tree)
 
@@ -117,22 +122,28 @@ def _forward(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid,
   hoist = (hooks.hoist_inputs
            and xs.shape[-1] <= HOIST_MAX_BATCH.get(jax.default_backend(), 1))
   if hoist:
-    # The input projection of every step as one (G*H, D) x (D, T*B) product.
+    # The input projection of every step, bias included, as one
+    # (G*H, D) x (D, T*B) product.
     num_steps, size_in, batch = xs.shape
     zx_all = jnp.matmul(W_xT, jnp.moveaxis(xs, 1, 0).reshape(size_in, num_steps * batch))
+    if b_col is not None:
+      zx_all = zx_all + b_col
     xs = jnp.moveaxis(zx_all.reshape(-1, num_steps, batch), 1, 0)
 
   def step(c, inp):
     x_t, v_t = inp
-    zx = x_t if hoist else jnp.matmul(W_xT, x_t)
-    if b_col is not None:
-      zx = zx + b_col
+    if hoist:
+      zx = x_t
+    else:
+      zx = jnp.matmul(W_xT, x_t)
+      if b_col is not None:
+        zx = zx + b_col
     h = hooks.hidden(c)
     if h_mask is not None:
       h = h * h_mask
     new_c, y, res = hooks.forward(ext, c, zx, jnp.matmul(W_hT, h))
     if v_t is not None:
-      new_c, y = _where(v_t, new_c, c), _zeros_where_not(v_t, y)
+      new_c, y = select(v_t, new_c, c), zero_unless(v_t, y)
     return new_c, (y, hooks.hidden(c), res)
 
   carry, (ys, hiddens, res) = jax.lax.scan(step, carry, (xs, valid),
@@ -169,8 +180,8 @@ def _backward(hooks, reverse, unroll, W_h, extra, valid, h_mask, hiddens, res,
     dc_prev = tree_map(jnp.add, dc_direct, dh_carry)
     shared = dzh is dzx
     if v_t is not None:
-      dc_prev = _where(v_t, dc_prev, dc)
-      dzx, dzh, dext = _zeros_where_not(v_t, (dzx, dzh, dext))
+      dc_prev = select(v_t, dc_prev, dc)
+      dzx, dzh, dext = zero_unless(v_t, (dzx, dzh, dext))
     # Emitted (B, G*H): the weight-gradient products then contract the
     # (T, B) rows in the order the caller's batch-first arrays have them.
     return dc_prev, (dzx.T, None if shared else dzh.T, dext)

@@ -191,7 +191,8 @@ def rnn(
       crossover measured for the backend, else sequential). Both methods
       give the same numbers.
     unroll: steps per loop iteration of the scan; ``None`` picks a value
-      measured to suit the backend.
+      measured to suit the backend and the path taken (per cell kind on the
+      batched fused path).
     remat: memory-bounded backpropagation for long sequences. ``None`` or
       ``False`` stores every step's activations (O(T) memory); ``True``
       checkpoints chunks of about ``sqrt(T)`` steps (O(sqrt(T)) memory for

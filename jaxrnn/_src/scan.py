@@ -40,17 +40,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import fused_batch
+from jaxrnn._src.fused_batch import select as _select, zero_unless as _zero_unless
 from jaxrnn._src.base import Cell
 
 tree_map = jax.tree_util.tree_map
-
-
-def _select(valid, new, old):
-  return tree_map(lambda n, o: jnp.where(valid, n, o), new, old)
-
-
-def _zero_unless(valid, y):
-  return tree_map(lambda v: jnp.where(valid, v, jnp.zeros((), v.dtype)), y)
 
 
 # Steps per scan iteration when ``unroll=None``, as (forward, backward).
@@ -247,38 +240,48 @@ class Plan(NamedTuple):
 
 def _run(cell: Cell, params, carry, xs, steps: Steps, plan: Plan, unroll,
          initial, h_mask, zoneout):
-  """One uninterrupted scan over ``xs`` (no chunking)."""
+  """One uninterrupted scan over ``xs`` (no chunking).
+
+  ``unroll``: ``(forward, backward)``, or None for the default of the path
+  taken (`default_unroll`).
+  """
   reverse = plan.reverse
+
+  def unroll_for(batched_kind=None):
+    if unroll is not None:
+      return unroll
+    return default_unroll(xs.shape[0], batched_kind)
+
   if cell.parallel is not None and zoneout is None:
     # Linear recurrences: gates for all steps at once, then a scan whose
     # step is one multiply-add (sequential) or an associative scan.
     return cell.parallel.run(params, carry, xs, steps, reverse, initial,
-                             parallel=plan.parallel, unroll=unroll[0])
+                             parallel=plan.parallel, unroll=unroll_for()[0])
   if cell.project_inputs is None:
     step = partial(cell.cell_apply, params)
-    carry, ys = _scan_steps(step, carry, xs, steps, reverse, unroll[0],
+    carry, ys = _scan_steps(step, carry, xs, steps, reverse, unroll_for()[0],
                             initial, zoneout)
     return ys, carry
   if (plan.use_fused and zoneout is None
       and _fusable((params, xs, carry, initial, h_mask))):
     # The step projects its own input: no (T, G*H) array is materialised
-    # in the forward pass (its tangent is still one product; see _fused_jvp).
+    # in the forward pass (its tangent is still one product; see _fused_jvp),
+    # except by the batched path at B = 1 (fused_batch.HOIST_MAX_BATCH).
     W_x, b_in, W_h, extra = cell.fused.split(params)
     if steps.reset is None:
       # Batched feature-major scans under vmap (see fused_batch.py).
-      if plan.unroll is None:
-        unroll = default_unroll(xs.shape[0], dict(cell.config).get("kind"))
-      return fused_batch.fused_scan(cell.fused, reverse, unroll, W_x, b_in, W_h,
-                                    extra, carry, xs, steps.valid, h_mask)
-    return _fused(cell.fused, reverse, unroll, W_x, b_in, W_h, extra, carry, xs,
-                  steps.valid, steps.reset, initial, h_mask)
+      return fused_batch.fused_scan(
+          cell.fused, reverse, unroll_for(dict(cell.config).get("kind")), W_x,
+          b_in, W_h, extra, carry, xs, steps.valid, h_mask)
+    return _fused(cell.fused, reverse, unroll_for(), W_x, b_in, W_h, extra,
+                  carry, xs, steps.valid, steps.reset, initial, h_mask)
   zx = cell.project_inputs(params, xs)
   if h_mask is None:
     step = partial(cell.recurrence, params)
   else:
     step = partial(cell.recurrence, params, recurrent_mask=h_mask)
-  carry, ys = _scan_steps(step, carry, zx, steps, reverse, unroll[0], initial,
-                          zoneout)
+  carry, ys = _scan_steps(step, carry, zx, steps, reverse, unroll_for()[0],
+                          initial, zoneout)
   return ys, carry
 
 
@@ -305,11 +308,8 @@ def unroll(cell: Cell, params, carry, xs, steps: Steps, plan: Plan, *,
   """
   num_steps = xs.shape[0]
   remat = plan.remat
-  step_unroll = plan.unroll
-  if step_unroll is None:
-    step_unroll = default_unroll(
-        num_steps if not remat else chunk_length(num_steps, remat))
-  elif isinstance(step_unroll, int):
+  step_unroll = plan.unroll  # None: `_run` picks the default of its path
+  if isinstance(step_unroll, int):
     step_unroll = (step_unroll, step_unroll)
   if not remat or num_steps == 0:
     return _run(cell, params, carry, xs, steps, plan, step_unroll, initial,
