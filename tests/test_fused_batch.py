@@ -48,13 +48,24 @@ def _layers(case, reverse):
           jaxrnn.rnn(cell, reverse=reverse, fused_vjp=False, unroll=1))
 
 
+@pytest.fixture(params=["batch-first", "feature-major"])
+def stacking(request, monkeypatch):
+  """Both layouts of the backward scan's stacked cotangents (chosen by
+  batch size; B = 5 is below the threshold, so it is lowered here)."""
+  from jaxrnn._src import fused_batch
+  threshold = 1 if request.param == "feature-major" else 10**9
+  monkeypatch.setattr(fused_batch, "STACK_FEATURE_MAJOR_MIN_BATCH",
+                      {jax.default_backend(): threshold, "cpu": threshold})
+  return request.param
+
+
 def _close(actual, expected, err_msg):
   ref.assert_tree_close(actual, expected, rtol=1e-10, atol=1e-10, err_msg=err_msg)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("case", FUSED, ids=[c.name for c in FUSED])
-def test_grad_of_vmap_matches_plain(x64, case, reverse):
+def test_grad_of_vmap_matches_plain(x64, stacking, case, reverse):
   fused, plain = _layers(case, reverse)
   params, xs, carry = _data(fused, 90)
 
@@ -71,7 +82,7 @@ def test_grad_of_vmap_matches_plain(x64, case, reverse):
 
 
 @pytest.mark.parametrize("case", FUSED, ids=[c.name for c in FUSED])
-def test_vmap_of_grad_gives_each_example_its_own_gradient(x64, case):
+def test_vmap_of_grad_gives_each_example_its_own_gradient(x64, stacking, case):
   """Per-example gradients (e.g. for DP-SGD) against a Python loop."""
   fused, plain = _layers(case, False)
   params, xs, carry = _data(fused, 91)
@@ -104,6 +115,26 @@ def test_unbatched_grad_and_vmap_over_params(x64, case):
   want = jax.grad(ensemble_loss(plain))(ensemble, xs, carry)
   got = jax.jit(jax.grad(ensemble_loss(fused)))(ensemble, xs, carry)
   _close(got, want, "vmap over params")
+
+
+@pytest.mark.parametrize("case", FUSED, ids=[c.name for c in FUSED])
+def test_nested_vmap_matches_plain(x64, stacking, case):
+  """A batch of batches ((2, B, T, D), e.g. several sequences per sample):
+  the inner rule's batched scan is batched again by the outer vmap."""
+  fused, plain = _layers(case, False)
+  params, xs, carry = _data(fused, 96)
+  xs = jnp.stack([xs, xs[::-1] * 0.5])
+  carry = tree_map(lambda c: jnp.stack([c, -c]), carry)
+  lengths = jnp.stack([LENGTHS, LENGTHS[::-1]])
+
+  def loss(layer):
+    one = _example_loss(layer)
+    inner = jax.vmap(one, (None, 0, 0, 0))
+    return lambda p, x, c: jnp.sum(jax.vmap(inner, (None, 0, 0, 0))(p, x, c, lengths))
+
+  want = jax.jit(jax.value_and_grad(loss(plain), argnums=(0, 1, 2)))(params, xs, carry)
+  got = jax.jit(jax.value_and_grad(loss(fused), argnums=(0, 1, 2)))(params, xs, carry)
+  _close(got, want, "nested vmap")
 
 
 def test_stack_and_bidirectional_under_vmap_match_plain(x64):
