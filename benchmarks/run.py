@@ -7,9 +7,12 @@ Method, per grid point (cell, (B, T, D, H), task):
    peers) and then ``--warmup`` more times; the last warm-up call estimates
    its time per call;
 2. each gets ``clamp(ceil(target / estimate), min_repeats, max_repeats)``
-   timed calls; the calls are interleaved round-robin (one call of each
-   implementation per round, the starting implementation rotating from
-   round to round) so that drift in the machine's speed hits all alike;
+   timed calls; the calls are interleaved (one call of each implementation
+   per round) so that drift in the machine's speed hits all alike, in a
+   fresh random order each round (seeded) so that no implementation always
+   runs right after the same one: a JAX call right after a PyTorch call
+   measured 0.35-0.45 ms slower (XLA's worker threads had gone idle), which
+   at B = 1 is a third of a call;
 3. the median is reported; speed-up = peer median / jaxrnn median (above 1:
    jaxrnn is faster).
 """
@@ -175,8 +178,9 @@ def _loss_of(result):
 
 
 def time_interleaved(impls, *, target_s, min_repeats, max_repeats, warmup,
-                     max_s_per_impl=float("inf")):
-  """Times ``impls`` round-robin; returns one record per implementation."""
+                     max_s_per_impl=float("inf"), seed=0):
+  """Times ``impls`` interleaved, in a random order each round (seeded by
+  ``seed``); returns one record per implementation."""
   records = []
   for impl in impls:
     t0 = time.perf_counter()
@@ -199,10 +203,10 @@ def time_interleaved(impls, *, target_s, min_repeats, max_repeats, warmup,
   gc.disable()
   try:
     rounds = max(r["repeats"] for r in records)
-    n = len(records)
-    for r in range(rounds):
-      for k in range(n):
-        rec = records[(r + k) % n]
+    order = np.random.default_rng(seed)
+    for _ in range(rounds):
+      for k in order.permutation(len(records)):
+        rec = records[k]
         if len(rec["times"]) >= rec["repeats"]:
           continue
         t0 = time.perf_counter()
