@@ -90,10 +90,11 @@ class FusedHooks(NamedTuple):
   possibly None). The residuals are what cuDNN keeps: the gate activations.
 
   ``tangent(extra, h_tm1, residuals, dcarry, dzx, dzh, dextra) -> (dcarry,
-  dy)`` is the step's JVP (``h_tm1 = hidden(carry)`` before the step), written to be linear in the tangents ``dcarry,
-  dzx, dzh, dextra`` with every product taking a tangent first, so that no
-  subexpression depends on primal values alone: JAX's transpose of it is the
-  backward step and needs nothing recomputed.
+  dy)`` is the step's JVP (``h_tm1 = hidden(carry)`` before the step),
+  written to be linear in the tangents ``dcarry, dzx, dzh, dextra`` with
+  every product taking a tangent first, so that no subexpression depends on
+  primal values alone: JAX's transpose of it is the backward step and needs
+  nothing recomputed.
 
   Every array a hook sees has the feature axis first: ``(G*H,)`` for one
   example, or ``(G*H, B)`` for a batch held feature-major by the batched

@@ -112,6 +112,11 @@ HOIST_MAX_BATCH = {"cpu": 1}
 STACK_FEATURE_MAJOR_MIN_BATCH = {"cpu": 64}
 
 
+def _for_backend(table):
+  """``table``'s value for the default backend; unmeasured ones take CPU's."""
+  return table.get(jax.default_backend(), table["cpu"])
+
+
 # ---------------------------------------------------------------------------
 # Feature-major scans. Every per-example array has the batch as its LAST axis:
 # carry leaves (H, B), xs (T, D, B), valid (T, B), h_mask (H, B) or None.
@@ -130,8 +135,7 @@ def _forward(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid,
   b_col = None if b_in is None else b_in[:, None]
   ext = _trailing(extra)
 
-  hoist = (hooks.hoist_inputs
-           and xs.shape[-1] <= HOIST_MAX_BATCH.get(jax.default_backend(), 1))
+  hoist = hooks.hoist_inputs and xs.shape[-1] <= _for_backend(HOIST_MAX_BATCH)
   if hoist:
     # The input projection of every step, bias included, as one
     # (G*H, D) x (D, T*B) product.
@@ -149,13 +153,12 @@ def _forward(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid,
       zx = jnp.matmul(W_xT, x_t)
       if b_col is not None:
         zx = zx + b_col
-    h = hooks.hidden(c)
-    if h_mask is not None:
-      h = h * h_mask
+    h_tm1 = hooks.hidden(c)
+    h = h_tm1 if h_mask is None else h_tm1 * h_mask
     new_c, y, res = hooks.forward(ext, c, zx, jnp.matmul(W_hT, h))
     if v_t is not None:
       new_c, y = select(v_t, new_c, c), zero_unless(v_t, y)
-    return new_c, (y, hooks.hidden(c), res)
+    return new_c, (y, h_tm1, res)
 
   carry, (ys, hiddens, res) = jax.lax.scan(step, carry, (xs, valid),
                                            reverse=reverse, unroll=unroll)
@@ -178,6 +181,7 @@ def _backward(hooks, reverse, unroll, W_h, extra, valid, h_mask, hiddens, res,
   ext_like = tree_map(lambda e: jax.ShapeDtypeStruct(e.shape, e.dtype), ext)
   carry_like = tree_map(lambda c: jax.ShapeDtypeStruct(c.shape, c.dtype), dfinal)
   into_carry = jax.linear_transpose(hooks.hidden, carry_like)
+  feature_major = batch >= _for_backend(STACK_FEATURE_MAJOR_MIN_BATCH)
 
   def step(dc, inp):
     h_tm1, res_t, v_t, dy_t = inp
@@ -200,8 +204,6 @@ def _backward(hooks, reverse, unroll, W_h, extra, valid, h_mask, hiddens, res,
       dzx, dzh = tree_map(jnp.transpose, (dzx, dzh))
     return dc_prev, (dzx, dzh, dext)
 
-  feature_major = batch >= STACK_FEATURE_MAJOR_MIN_BATCH.get(
-      jax.default_backend(), STACK_FEATURE_MAJOR_MIN_BATCH["cpu"])
   dcarry, (dzx, dzh, dext) = jax.lax.scan(
       step, dfinal, (hiddens, res, valid, dys), reverse=not reverse,
       unroll=unroll)

@@ -8,9 +8,9 @@ Three things happen here, each for speed or memory:
 * Fused backward (``fused``). Without ``reset``: `fused_batch.fused_scan`,
   which under ``vmap`` runs the whole batch feature-major and has a custom
   VJP (first-order reverse mode; see that module). With ``reset``: the
-  custom JVP below (`_fused`), which also serves forward mode. Its rule runs the forward scan
-  saving the gate activations (as cuDNN does), then a tangent scan that is
-  linear in the tangents. Everything that does not depend on the recurrence
+  custom JVP below (`_fused`), which also serves forward mode. Its rule runs
+  the forward scan saving the gate activations (as cuDNN does), then a
+  tangent scan that is linear in the tangents. Everything that does not depend on the recurrence
   is hoisted out of that loop as one product for all steps: the input
   projection's tangent ``dxs W_x + xs dW_x`` and the recurrent weight's
   ``h_{t-1} dW_h``. JAX's transpose of the tangent scan is the backward
