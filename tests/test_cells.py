@@ -192,3 +192,22 @@ def test_bias_false(make):
   # No bias leaves at all in the pytree.
   assert len(jax.tree_util.tree_leaves(params)) == 2
   assert dict(cell.config)["bias"] is False
+
+
+@pytest.mark.parametrize("fn, name, np_fn", [
+    (jnp.tanh, "tanh", np.tanh), (jax.lax.tanh, "tanh", np.tanh),
+    (jax.nn.relu, "relu", ref.relu)])
+def test_elman_recognises_jax_activation_functions(fn, name, np_fn):
+  # JAX's own tanh/relu select the named activation, and with it the fused
+  # scans; any other callable runs the plain ones.
+  cell = jaxrnn.elman(H, activation=fn)
+  assert dict(cell.config)["activation"] == name and cell.fused is not None
+  assert jaxrnn.elman(H, activation=lambda z: jnp.tanh(z)).fused is None
+  layer = jaxrnn.rnn(cell)
+  params = ref.random_params(layer, 0)
+  xs = ref.random_xs(1)
+  ys, _ = layer.apply(params, xs)
+  want, _ = ref.run(lambda p, h, x: ref.elman_step(p, h, x, np_fn),
+                    ref.np_params(params), np.asarray(xs, np.float64),
+                    np.zeros(H), H)
+  np.testing.assert_allclose(ys, want, rtol=2e-5, atol=2e-5)

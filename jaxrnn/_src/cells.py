@@ -141,6 +141,20 @@ def _dtanh(dz, t):
 
 ActivationArg = Union[str, Callable[[Array], Array]]
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+# The same functions as JAX spells them, so that passing one selects the
+# named activation (and with it the fused paths), not an opaque callable.
+_ACTIVATION_FUNCTIONS = {
+    "tanh": (jnp.tanh, jax.lax.tanh, getattr(jax.nn, "tanh", jnp.tanh)),
+    "relu": (jax.nn.relu,),
+}
+
+
+def _activation_name(activation: ActivationArg) -> ActivationArg:
+  """``"tanh"``/``"relu"`` for JAX's own tanh/relu functions, else as given."""
+  for name, functions in _ACTIVATION_FUNCTIONS.items():
+    if any(activation is f for f in functions):
+      return name
+  return activation
 
 
 def _activation(activation: ActivationArg) -> Callable[[Array], Array]:
@@ -318,6 +332,9 @@ def elman(
   Args:
     hidden_size: H, the size of the state.
     activation: φ: ``"tanh"``, ``"relu"`` or a callable on arrays.
+      ``jnp.tanh``, ``jax.lax.tanh`` and ``jax.nn.relu`` count as
+      ``"tanh"`` and ``"relu"``; only these two have the fused scans of
+      `jaxrnn.rnn`, any other callable runs the plain ones.
     bias: whether the cell has the biases ``b_x`` and ``b_h``.
     input_init, recurrent_init, bias_init: initialisers
       ``init(key, shape, dtype)`` for ``W_x``, each ``(H, H)`` block of
@@ -335,6 +352,7 @@ def elman(
     ((4,), True)
   """
   hidden_size = checks.check_positive_int(hidden_size, "hidden_size")
+  activation = _activation_name(activation)
   phi = _activation(activation)
   owner = f"elman(hidden_size={hidden_size})"
 

@@ -108,9 +108,8 @@ def _convert_cell(module: Any, params: Any, where: str) -> tuple[Cell, Any]:
     if getattr(module, "residual", False):
       # h W_h + h == h (W_h + I): the residual connection folds into W_h.
       W_h = W_h + jnp.eye(H, dtype=W_h.dtype)
-    fn = module.activation_fn
-    activation = "tanh" if _is(fn, "tanh") else "relu" if _is(fn, "relu") else fn
-    cell = cells_lib.elman(H, activation=activation)
+    # elman itself recognises JAX's tanh and relu.
+    cell = cells_lib.elman(H, activation=module.activation_fn)
     return cell, cells_lib.ElmanParams(W_x, W_h, b_x, jnp.zeros_like(b_x))
   gate_fn, activation_fn = module.gate_fn, module.activation_fn
   if not _is(gate_fn, "sigmoid"):
