@@ -140,18 +140,20 @@ def _dtanh(dz, t):
 
 
 ActivationArg = Union[str, Callable[[Array], Array]]
-_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-# The same functions as JAX spells them, so that passing one selects the
-# named activation (and with it the fused paths), not an opaque callable.
-_ACTIVATION_FUNCTIONS = {
+# Each named activation with the ways JAX spells it (the first is the one
+# used), so that passing one of these functions selects the named activation
+# (and with it the fused paths), not an opaque callable.
+ACTIVATION_FUNCTIONS = {
     "tanh": (jnp.tanh, jax.lax.tanh, getattr(jax.nn, "tanh", jnp.tanh)),
     "relu": (jax.nn.relu,),
 }
+_ACTIVATIONS = {name: functions[0]
+                for name, functions in ACTIVATION_FUNCTIONS.items()}
 
 
 def _activation_name(activation: ActivationArg) -> ActivationArg:
   """``"tanh"``/``"relu"`` for JAX's own tanh/relu functions, else as given."""
-  for name, functions in _ACTIVATION_FUNCTIONS.items():
+  for name, functions in ACTIVATION_FUNCTIONS.items():
     if any(activation is f for f in functions):
       return name
   return activation

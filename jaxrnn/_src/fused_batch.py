@@ -138,16 +138,14 @@ def _forward(hooks, reverse, unroll, W_x, b_in, W_h, extra, carry, xs, valid,
   W_xT = None if hoist else jax.lax.optimization_barrier(W_x.T)
   if hoist:
     # The input projection of every step, bias included, as one product,
-    # (T, D, B) x (D, G*H) -> (T, G*H, B). At B = 1 it is written as the
-    # (T, D) x (D, G*H) product, which XLA runs with no transposes around
-    # it; written as (G*H, D) x (D, T) it transposed xs and the result, and
-    # the forward pass at (T, D, H) = (500, 32, 64) was slower (interleaved
-    # medians, two runs: LSTM 0.78 -> 0.75 and 1.02 -> 0.82 ms, Elman 0.33
-    # -> 0.31 and 0.36 -> 0.35 ms; training 0.5% slower to 6% faster).
-    if xs.shape[-1] == 1:
-      xs = jnp.matmul(xs[..., 0], W_x)[..., None]
-    else:
-      xs = jnp.einsum("tdb,dg->tgb", xs, W_x)
+    # (T, B, D) x (D, G*H), swapped to (T, G*H, B). At B = 1 the swaps are
+    # reshapes and XLA runs one (T, D) x (D, G*H) product with no transposes
+    # around it; written as (G*H, D) x (D, T) it transposed xs and the
+    # result, and the forward pass at (T, D, H) = (500, 32, 64) was slower
+    # (interleaved medians, two runs: LSTM 0.78 -> 0.75 and 1.02 -> 0.82 ms,
+    # Elman 0.33 -> 0.31 and 0.36 -> 0.35 ms; training 0.5% slower to 6%
+    # faster).
+    xs = jnp.swapaxes(jnp.matmul(jnp.swapaxes(xs, 1, 2), W_x), 1, 2)
     if b_col is not None:
       xs = xs + b_col[None]
 

@@ -53,11 +53,7 @@ def _flax_class(module: Any) -> str:
 
 def _is(fn: Any, *names: str) -> bool:
   """Whether ``fn`` is one of the named jax functions (tanh, sigmoid, relu)."""
-  candidates = {
-      "tanh": (jnp.tanh, getattr(jax.nn, "tanh", jnp.tanh)),
-      "sigmoid": (jax.nn.sigmoid,),
-      "relu": (jax.nn.relu,),
-  }
+  candidates = {**cells_lib.ACTIVATION_FUNCTIONS, "sigmoid": (jax.nn.sigmoid,)}
   return any(fn is c for name in names for c in candidates[name])
 
 

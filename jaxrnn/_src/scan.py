@@ -10,13 +10,13 @@ Three things happen here, each for speed or memory:
   VJP (first-order reverse mode; see that module). With ``reset``: the
   custom JVP below (`_fused`), which also serves forward mode. Its rule runs
   the forward scan saving the gate activations (as cuDNN does), then a
-  tangent scan that is linear in the tangents. Everything that does not depend on the recurrence
-  is hoisted out of that loop as one product for all steps: the input
-  projection's tangent ``dxs W_x + xs dW_x`` and the recurrent weight's
-  ``h_{t-1} dW_h``. JAX's transpose of the tangent scan is the backward
-  pass: a scan that carries only the recurrent data gradient
-  ``dh_{t-1} = dz_t W_h^T`` (plus the cell's own carry terms) and emits
-  ``dz_t`` for every step; the weight gradients are then single large
+  tangent scan that is linear in the tangents. Everything that does not
+  depend on the recurrence is hoisted out of that loop as one product for
+  all steps: the input projection's tangent ``dxs W_x + xs dW_x`` and the
+  recurrent weight's ``h_{t-1} dW_h``. JAX's transpose of the tangent scan
+  is the backward pass: a scan that carries only the recurrent data
+  gradient ``dh_{t-1} = dz_t W_h^T`` (plus the cell's own carry terms) and
+  emits ``dz_t`` for every step; the weight gradients are then single large
   products after the scan, ``dW_h = sum_t h_{t-1}^T dz_t`` and
   ``dW_x = sum_t x_t^T dz_t``, which under ``vmap`` contract over batch and
   time at once. Being a JVP, it also serves forward mode and higher orders.
