@@ -68,7 +68,8 @@ def machine_info() -> dict:
       },
       "env": {k: os.environ.get(k) for k in (
           "JAX_PLATFORMS", "XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-          "OMP_WAIT_POLICY")
+          "OMP_WAIT_POLICY", "JAX_DEFAULT_MATMUL_PRECISION",
+          "XLA_PYTHON_CLIENT_PREALLOCATE")
               if os.environ.get(k) is not None},
   }
   try:
@@ -88,9 +89,15 @@ def machine_info() -> dict:
     import jax
     info["jax_backend"] = jax.default_backend()
     info["jax_devices"] = [str(d) for d in jax.devices()]
+    info["jax_device_kind"] = jax.devices()[0].device_kind
+    info["jax_default_matmul_precision"] = jax.config.jax_default_matmul_precision
   if "torch" in sys.modules:
     import torch
     info["torch_num_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+      info["torch_cuda_device"] = torch.cuda.get_device_name(0)
+      info["torch_cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+      info["torch_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
   return info
 
 

@@ -10,7 +10,10 @@ prepared inputs and returns only once the result is computed:
   the gradients zeroed first).
 
 JAX peers are ``jax.jit``-compiled and ``jax.block_until_ready`` is called
-on their results. Inputs are float32 and are built once per grid point from
+on their results; PyTorch's loss is read back with ``.item()`` (on a GPU
+after ``torch.cuda.synchronize()``). On a GPU (``device="gpu"``) PyTorch
+runs its cuDNN kernels and the ``jax-cudnn`` peer, ``jax.experimental.rnn``'s
+cuDNN LSTM, joins the JAX peers. Inputs are float32 and are built once per grid point from
 the same NumPy array, in the layout each library expects (batch-major for
 jaxrnn, Flax and Equinox; time-major for Haiku and PyTorch, their native
 layouts), so no transposition is timed.
@@ -28,7 +31,9 @@ import numpy as np
 CELLS = ("lstm", "gru", "elman")
 TASKS = ("fwd", "fwd+bwd")
 # Every peer name, in display order; not every library has every cell.
-PEERS = ("jaxrnn", "flax", "flax-opt", "equinox", "haiku", "torch")
+PEERS = ("jaxrnn", "flax", "flax-opt", "equinox", "haiku", "jax-cudnn", "torch")
+# Peers that exist only on a GPU (left out of the default list on the CPU).
+GPU_ONLY_PEERS = ("jax-cudnn",)
 
 # The concrete class each peer uses for each cell (None: the library has no
 # such cell, the peer is skipped for it).
@@ -38,6 +43,7 @@ PEER_CLASSES = {
     "flax-opt": {"lstm": "nn.OptimizedLSTMCell", "gru": None, "elman": None},
     "equinox": {"lstm": "eqx.nn.LSTMCell", "gru": "eqx.nn.GRUCell", "elman": None},
     "haiku": {"lstm": "hk.LSTM", "gru": "hk.GRU", "elman": "hk.VanillaRNN"},
+    "jax-cudnn": {"lstm": "jax.experimental.rnn.lstm", "gru": None, "elman": None},
     "torch": {"lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU", "elman": "torch.nn.RNN(tanh)"},
 }
 
@@ -45,7 +51,21 @@ SKIP_REASONS = {
     ("flax-opt", "gru"): "Flax has an optimised cell only for the LSTM",
     ("flax-opt", "elman"): "Flax has an optimised cell only for the LSTM",
     ("equinox", "elman"): "Equinox has no simple (Elman) RNN cell",
+    ("jax-cudnn", "gru"): "jax.experimental.rnn has only an LSTM",
+    ("jax-cudnn", "elman"): "jax.experimental.rnn has only an LSTM",
 }
+
+
+class Unavailable(Exception):
+  """A peer that cannot run here (library not installed, GPU-only kernel)."""
+
+
+def _import(module):
+  import importlib
+  try:
+    return importlib.import_module(module)
+  except ImportError as e:
+    raise Unavailable(f"{module} is not installed ({e})") from None
 
 # Differences from the reference computation that cannot be configured away.
 NOTES = {
@@ -61,6 +81,7 @@ class Impl:
   call: Callable[[], Any]  # one timed step, synchronous
   out_shape: tuple  # (B, T, O) in batch-major order, for the sanity check
   note: Optional[str] = None
+  first_call: Optional[tuple] = None  # (seconds, result) of a call already made
 
 
 # ---------------------------------------------------------------------------
@@ -108,7 +129,7 @@ def build_jaxrnn(cell, xs_btd, H, task, *, seed=0, **rnn_options):
 
 def build_flax(cell, xs_btd, H, task, *, optimized=False, seed=0, unroll=None):
   import jax
-  import flax.linen as nn
+  nn = _import("flax.linen")
   if optimized:
     assert cell == "lstm"
     make = nn.OptimizedLSTMCell
@@ -129,9 +150,7 @@ def build_flax(cell, xs_btd, H, task, *, optimized=False, seed=0, unroll=None):
 def build_equinox(cell, xs_btd, H, task, *, seed=0, unroll=None):
   import jax
   import jax.numpy as jnp
-  import equinox as eqx
-  if cell == "elman":
-    return None
+  eqx = _import("equinox")
   D = xs_btd.shape[-1]
   make = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[cell]
   module = make(D, H, key=_key(seed))
@@ -166,7 +185,7 @@ def build_equinox(cell, xs_btd, H, task, *, seed=0, unroll=None):
 
 def build_haiku(cell, xs_tbd, H, task, *, seed=0, unroll=None):
   import jax
-  import haiku as hk
+  hk = _import("haiku")
   make = {"lstm": hk.LSTM, "gru": hk.GRU, "elman": hk.VanillaRNN}[cell]
   B = xs_tbd.shape[1]
   unroll_kwargs = {} if unroll is None else {"unroll": unroll}
@@ -186,6 +205,28 @@ def build_haiku(cell, xs_tbd, H, task, *, seed=0, unroll=None):
   return impl
 
 
+def build_jax_cudnn(cell, xs_btd, H, task, *, seed=0):
+  """``jax.experimental.rnn.lstm``: cuDNN's LSTM kernel (NVIDIA GPUs only)."""
+  import jax
+  import jax.numpy as jnp
+  assert cell == "lstm"
+  if jax.default_backend() != "gpu":
+    raise Unavailable("jax.experimental.rnn runs cuDNN kernels: GPU only")
+  from jax.experimental import rnn as jrnn
+  B, T, D = xs_btd.shape
+  weights = jrnn.init_lstm_weight(_key(seed), D, H, 1, False)
+  zeros = jnp.zeros((1, B, H), jnp.float32)
+  lengths = jnp.full((B,), T, jnp.int32)
+
+  def apply(w, x):
+    # Positional: input_size, hidden_size, num_layers, dropout, bidirectional.
+    ys, _, _ = jrnn.lstm(x, zeros, zeros, w, lengths, D, H, 1, 0.0, False)
+    return ys
+
+  return _jax_impl("jax-cudnn", PEER_CLASSES["jax-cudnn"][cell], apply, weights,
+                   jax.device_put(xs_btd), task)
+
+
 # ---------------------------------------------------------------------------
 # PyTorch.
 
@@ -199,24 +240,31 @@ def torch_module(cell, D, H):
   return torch.nn.RNN(D, H, nonlinearity="tanh")
 
 
-def build_torch(cell, xs_tbd, H, task, *, seed=0):
-  import torch
+def build_torch(cell, xs_tbd, H, task, *, seed=0, device="cpu"):
+  torch = _import("torch")
   torch.manual_seed(seed)
   T, B, D = xs_tbd.shape
-  module = torch_module(cell, D, H).float()
-  xs = torch.from_numpy(np.ascontiguousarray(xs_tbd))
+  target = "cuda" if device == "gpu" else "cpu"
+  if target == "cuda" and not torch.cuda.is_available():
+    raise Unavailable("this PyTorch build has no CUDA device")
+  module = torch_module(cell, D, H).float().to(target)
+  xs = torch.from_numpy(np.ascontiguousarray(xs_tbd)).to(target)
+  sync = torch.cuda.synchronize if target == "cuda" else (lambda: None)
 
   if task == "fwd":
     def call():
       with torch.no_grad():
         ys, _ = module(xs)
-        return (ys * ys).sum().item()
+        loss = (ys * ys).sum()
+      sync()
+      return loss.item()
   else:
     def call():
       module.zero_grad(set_to_none=True)
       ys, _ = module(xs)
       loss = (ys * ys).sum()
       loss.backward()
+      sync()
       return loss.item()
 
   return Impl("torch", PEER_CLASSES["torch"][cell], "torch", call, (B, T, H))
@@ -225,10 +273,15 @@ def build_torch(cell, xs_tbd, H, task, *, seed=0):
 # ---------------------------------------------------------------------------
 
 
-def build(peer, cell, xs_btd, H, task, *, peer_unroll=None, jaxrnn_options=None):
-  """Builds ``peer`` for ``cell``; returns None when the library lacks it."""
+def build(peer, cell, xs_btd, H, task, *, peer_unroll=None, jaxrnn_options=None,
+          device="cpu"):
+  """Builds ``peer`` for ``cell``.
+
+  Raises `Unavailable` (with the reason) when the library lacks the cell, is
+  not installed, or needs another device.
+  """
   if PEER_CLASSES[peer][cell] is None:
-    return None
+    raise Unavailable(SKIP_REASONS.get((peer, cell), f"{peer} has no {cell} cell"))
   if peer == "jaxrnn":
     return build_jaxrnn(cell, xs_btd, H, task, **(jaxrnn_options or {}))
   if peer == "flax":
@@ -237,11 +290,13 @@ def build(peer, cell, xs_btd, H, task, *, peer_unroll=None, jaxrnn_options=None)
     return build_flax(cell, xs_btd, H, task, optimized=True, unroll=peer_unroll)
   if peer == "equinox":
     return build_equinox(cell, xs_btd, H, task, unroll=peer_unroll)
+  if peer == "jax-cudnn":
+    return build_jax_cudnn(cell, xs_btd, H, task)
   xs_tbd = np.ascontiguousarray(np.swapaxes(xs_btd, 0, 1))
   if peer == "haiku":
     return build_haiku(cell, xs_tbd, H, task, unroll=peer_unroll)
   if peer == "torch":
-    return build_torch(cell, xs_tbd, H, task)
+    return build_torch(cell, xs_tbd, H, task, device=device)
   raise ValueError(f"unknown peer {peer!r}")
 
 
@@ -289,7 +344,10 @@ def torch_agreement(cell, *, B=4, T=20, D=8, H=16, seed=0):
     ys = jax.vmap(layer.apply, in_axes=(None, 0))(p, xs)[0]
     return jnp.sum(ys ** 2), ys
 
-  (loss_j, ys_j), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  # Full float32 products: on GPUs JAX's default precision multiplies in
+  # TF32, which this float32-tolerance check is not about.
+  with jax.default_matmul_precision("highest"):
+    (loss_j, ys_j), grads = jax.value_and_grad(loss, has_aux=True)(params)
   ys_ref = np.swapaxes(ys_t.detach().numpy(), 0, 1)
   grad_diff = max(
       float(np.max(np.abs(np.asarray(grads.W_x) - module.weight_ih_l0.grad.numpy().T))),

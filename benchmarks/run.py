@@ -97,6 +97,11 @@ def parse_args(argv=None):
           "--peers jaxrnn,torch\n"
           "  python -m benchmarks.memory   |   python -m benchmarks.compile_time   |   "
           "python -m benchmarks.parallel"))
+  p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                 help="cpu (default): JAX and PyTorch on the CPU; gpu: JAX on "
+                      "CUDA, PyTorch on CUDA (cuDNN), plus the jax-cudnn peer "
+                      "(jax.experimental.rnn's cuDNN LSTM); parts default to "
+                      "speed,parallel,compile (memory measures host RSS)")
   p.add_argument("--quick", action="store_true",
                  help="a subset: shape 0 only, all cells and tasks, a shorter "
                       "timing target, compile time with fewer repeats, and the "
@@ -143,8 +148,12 @@ def parse_args(argv=None):
                  help="JSON path (default benchmarks/results/bench-<time>.json)")
   args = p.parse_args(argv)
 
+  if args.device == "gpu":
+    # Before anything imports JAX (benchmarks/__init__ defaults it to cpu).
+    os.environ["JAX_PLATFORMS"] = "cuda"
   if args.parts is None:
-    args.parts = ["speed", "parallel", "memory", "compile"]
+    args.parts = (["speed", "parallel", "compile"] if args.device == "gpu"
+                  else ["speed", "parallel", "memory", "compile"])
   if args.cells is None:
     args.cells = list(peers_lib.CELLS)
   if args.shapes is None:
@@ -152,7 +161,8 @@ def parse_args(argv=None):
   if args.tasks is None:
     args.tasks = list(peers_lib.TASKS)
   if args.peers is None:
-    args.peers = list(peers_lib.PEERS)
+    args.peers = [p_ for p_ in peers_lib.PEERS
+                  if args.device == "gpu" or p_ not in peers_lib.GPU_ONLY_PEERS]
   if "jaxrnn" not in args.peers:
     args.peers.insert(0, "jaxrnn")
   args.peers = [p_ for p_ in peers_lib.PEERS if p_ in args.peers]
@@ -183,9 +193,12 @@ def time_interleaved(impls, *, target_s, min_repeats, max_repeats, warmup,
   ``seed``); returns one record per implementation."""
   records = []
   for impl in impls:
-    t0 = time.perf_counter()
-    result = impl.call()
-    first = time.perf_counter() - t0
+    if impl.first_call is None:
+      t0 = time.perf_counter()
+      result = impl.call()
+      first = time.perf_counter() - t0
+    else:
+      first, result = impl.first_call
     estimate = first
     for _ in range(warmup):
       t0 = time.perf_counter()
@@ -257,12 +270,22 @@ def run_point(cell, shape, task, args):
 
   impls, skipped = [], {}
   for peer in args.peers:
-    impl = peers_lib.build(peer, cell, xs, H, task, peer_unroll=args.peer_unroll,
-                           jaxrnn_options=jaxrnn_options)
-    if impl is None:
-      skipped[peer] = peers_lib.SKIP_REASONS.get((peer, cell), "not available")
-    else:
-      impls.append(impl)
+    try:
+      impl = peers_lib.build(peer, cell, xs, H, task, peer_unroll=args.peer_unroll,
+                             jaxrnn_options=jaxrnn_options, device=args.device)
+    except peers_lib.Unavailable as e:
+      skipped[peer] = str(e)
+      continue
+    t0 = time.perf_counter()
+    try:
+      result = impl.call()  # the first call: compilation for the JAX peers
+    except Exception as e:  # a peer broken by its library's version; not jaxrnn
+      if peer == "jaxrnn":
+        raise
+      skipped[peer] = f"failed: {type(e).__name__}: {str(e)[:300]}"
+      continue
+    impl.first_call = (time.perf_counter() - t0, result)
+    impls.append(impl)
 
   # Sanity: every peer maps (B, T, D) to outputs of the same shape.
   shapes = {impl.name: impl.out_shape for impl in impls}
@@ -351,11 +374,13 @@ def run_speed(args, payload):
   import jax
   threads = setup_threads(args)
   backend = jax.default_backend()
-  print(f"# speed: JAX backend {backend}, torch threads {threads}, "
-        f"cores available {benchmarks.available_cores()}", flush=True)
-  if backend != "cpu":
-    print("# warning: JAX is not on the CPU while PyTorch is; set JAX_PLATFORMS=cpu "
-          "for a like-for-like comparison", flush=True)
+  print(f"# speed: JAX backend {backend} ({jax.devices()[0].device_kind}), "
+        f"torch threads {threads}, cores available {benchmarks.available_cores()}",
+        flush=True)
+  if backend != args.device:
+    raise SystemExit(f"--device {args.device}: JAX runs on {backend!r}; on the CPU "
+                     "leave JAX_PLATFORMS unset or 'cpu', for --device gpu install "
+                     "a CUDA build of jaxlib")
 
   if not args.no_sanity and "torch" in args.peers:
     checks = [peers_lib.torch_agreement(c) for c in args.cells]
@@ -377,7 +402,7 @@ def run_speed(args, payload):
     if p in args.peers and c in args.cells:
       print(f"# note {p} for {c}: {note}")
 
-  points = []
+  points, unavailable = [], set()
   grid = [(c, s, t) for s in args.shapes for c in args.cells for t in args.tasks]
   t_start = time.perf_counter()
   for i, (cell, shape, task) in enumerate(grid):
@@ -388,6 +413,10 @@ def run_speed(args, payload):
     summary = ", ".join(f"{r['peer']} {_fmt_ms(r['median_ms'])}" for r in pt["results"])
     print(f"[{i + 1}/{len(grid)} {elapsed:6.0f}s] {cell} {','.join(map(str, shape))} "
           f"{task}: {summary} (ms)", flush=True)
+    for peer, why in pt["skipped"].items():
+      if (peer, cell) not in peers_lib.SKIP_REASONS and peer not in unavailable:
+        unavailable.add(peer)
+        print(f"# skip {peer}: {why}", flush=True)
     if pt["nonfinite_loss"]:
       print(f"    non-finite loss from: {', '.join(pt['nonfinite_loss'])}", flush=True)
     if args.verbose:
