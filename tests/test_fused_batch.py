@@ -48,14 +48,26 @@ def _layers(case, reverse):
           jaxrnn.rnn(cell, reverse=reverse, fused_vjp=False, unroll=1))
 
 
-@pytest.fixture(params=["batch-first", "feature-major"])
-def stacking(request, monkeypatch):
-  """Both layouts of the backward scan's stacked cotangents (chosen by
-  batch size; B = 5 is below the threshold, so it is lowered here)."""
-  from jaxrnn._src import fused_batch
-  threshold = 1 if request.param == "feature-major" else 10**9
-  monkeypatch.setattr(fused_batch, "STACK_FEATURE_MAJOR_MIN_BATCH",
-                      {jax.default_backend(): threshold, "cpu": threshold})
+@pytest.fixture(params=["batch-first", "feature-major", "gpu-tables"])
+def settings(request, monkeypatch):
+  """The batched path under both layouts of the backward scan's stacked
+  cotangents (chosen by batch size; B = 5 is below CPU's threshold, so it
+  is lowered here), and under the GPU's entries of every per-backend table
+  (the input projection hoisted at B > 1, both scans unrolled), whichever
+  backend runs the test."""
+  from jaxrnn._src import fused_batch, scan
+  backend = jax.default_backend()
+  if request.param == "gpu-tables":
+    for module, name in ((scan, "DEFAULT_UNROLL"), (scan, "DEFAULT_UNROLL_BATCHED"),
+                         (fused_batch, "HOIST_MAX_BATCH"),
+                         (fused_batch, "STACK_FEATURE_MAJOR_MIN_BATCH")):
+      table = dict(getattr(module, name))
+      table[backend] = table["cpu"] = table["gpu"]
+      monkeypatch.setattr(module, name, table)
+  else:
+    threshold = 1 if request.param == "feature-major" else 10**9
+    monkeypatch.setattr(fused_batch, "STACK_FEATURE_MAJOR_MIN_BATCH",
+                        {backend: threshold, "cpu": threshold})
   return request.param
 
 
@@ -65,7 +77,7 @@ def _close(actual, expected, err_msg):
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("case", FUSED, ids=[c.name for c in FUSED])
-def test_grad_of_vmap_matches_plain(x64, stacking, case, reverse):
+def test_grad_of_vmap_matches_plain(x64, settings, case, reverse):
   fused, plain = _layers(case, reverse)
   params, xs, carry = _data(fused, 90)
 
@@ -82,7 +94,7 @@ def test_grad_of_vmap_matches_plain(x64, stacking, case, reverse):
 
 
 @pytest.mark.parametrize("case", FUSED, ids=[c.name for c in FUSED])
-def test_vmap_of_grad_gives_each_example_its_own_gradient(x64, stacking, case):
+def test_vmap_of_grad_gives_each_example_its_own_gradient(x64, settings, case):
   """Per-example gradients (e.g. for DP-SGD) against a Python loop."""
   fused, plain = _layers(case, False)
   params, xs, carry = _data(fused, 91)
@@ -118,7 +130,7 @@ def test_unbatched_grad_and_vmap_over_params(x64, case):
 
 
 @pytest.mark.parametrize("case", FUSED, ids=[c.name for c in FUSED])
-def test_nested_vmap_matches_plain(x64, stacking, case):
+def test_nested_vmap_matches_plain(x64, settings, case):
   """A batch of batches ((2, B, T, D), e.g. several sequences per sample):
   the inner rule's batched scan is batched again by the outer vmap."""
   fused, plain = _layers(case, False)
@@ -169,9 +181,10 @@ def test_vmap_runs_feature_major():
     jaxpr = jax.make_jaxpr(fn)(params, xs)
     scans = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "scan"]
     assert scans
-    carry_shapes = {tuple(v.aval.shape) for e in scans
-                    for v in e.outvars[:e.params["num_carry"]]}
-    assert (H, B) in carry_shapes, carry_shapes
+    # A scan's outputs are its carries and its stacked (T, ...) outputs: a
+    # two-dimensional (H, B) output can only be a carry.
+    out_shapes = {tuple(v.aval.shape) for e in scans for v in e.outvars}
+    assert (H, B) in out_shapes, out_shapes
 
 
 def _equations(jaxpr):

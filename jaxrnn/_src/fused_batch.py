@@ -96,9 +96,11 @@ def _trailing(tree):
 # and the Elman one from 0.5 to 0.35 ms at (T, D, H) = (500, 32, 64); at
 # B = 8 it cost the LSTM 30%, and at B = 32 it made no difference forward
 # and cost 4% in training. The GRU's forward at B = 1 got 2x slower, so its
-# hooks opt out (`FusedHooks.hoist_inputs`). Other backends are unmeasured:
-# the same rule.
-HOIST_MAX_BATCH = {"cpu": 1}
+# hooks opt out (`FusedHooks.hoist_inputs`). GPU (H100, benchmarks/tune.py,
+# unroll 1): hoisting at every batch size, the forward took 0.73-0.86x the
+# time at B = 8, 32 and 128 and training 0.86-0.94x. Other backends are
+# unmeasured: CPU's rule.
+HOIST_MAX_BATCH = {"cpu": 1, "gpu": 1 << 30}
 
 # Smallest batch for which the backward scan stacks the pre-activation
 # cotangents feature-major, ``(T, G*H, B)``, and transposes them to ``(T, B,
@@ -108,8 +110,11 @@ HOIST_MAX_BATCH = {"cpu": 1}
 # training step, interleaved medians: at (B, T, D, H) = (128, 50, 256, 512)
 # stacking feature-major took the GRU from 463 to 417 ms (three runs: 6-12%
 # faster), the LSTM and Elman within 2%; at B = 32 it was within 3%, and at
-# B = 8 it cost the GRU 16%. Other backends are unmeasured: the same rule.
-STACK_FEATURE_MAJOR_MIN_BATCH = {"cpu": 64}
+# B = 8 it cost the GRU 16%. GPU (H100, benchmarks/tune.py, unroll 1): the
+# Elman layer at (8, 1000, 64, 128) trained in 0.55x the time feature-major;
+# every other point was within 2% either way, B = 1 included: feature-major
+# from B = 2. Other backends are unmeasured: CPU's rule.
+STACK_FEATURE_MAJOR_MIN_BATCH = {"cpu": 64, "gpu": 2}
 
 
 def _for_backend(table):

@@ -51,8 +51,12 @@ tree_map = jax.tree_util.tree_map
 # {(32, 100, 128, 256), (8, 1000, 64, 128), (1, 500, 32, 64)}: unrolling the
 # forward scan by 4 cut the LSTM forward from 39 to 30 ms at the first shape
 # and never lost; unrolling the backward scan never helped and cost up to
-# 30% (README.md, Performance). Other backends are unmeasured: no unroll.
-DEFAULT_UNROLL = {"cpu": (4, 1)}
+# 30% (README.md, Performance). GPU (H100, benchmarks/tune.py): the plain
+# path (fused_vjp=False) trained 2.2-5.5x faster at B = 1 with unroll 4
+# than with 1 and 1.5-1.7x at (32, 100, 128, 256); larger values were not
+# measured.
+# Other backends are unmeasured: no unroll.
+DEFAULT_UNROLL = {"cpu": (4, 1), "gpu": (4, 4)}
 _OTHER_BACKENDS = (1, 1)
 
 
@@ -62,7 +66,20 @@ _OTHER_BACKENDS = (1, 1)
 # training step compiles in 1.14 s instead of 1.63 s; the GRU trains 9%
 # faster with 4 (65 vs 71 ms), the Elman layer's forward 7% (8.3 vs 8.9 ms).
 # At (8, 1000, 64, 128) the LSTM and Elman layers differed by under 3%.
-DEFAULT_UNROLL_BATCHED = {"cpu": {"lstm": (1, 1), "gru": (4, 1), "elman": (4, 1)}}
+# GPU (H100, benchmarks/tune.py over the benchmark grid, one setting changed
+# at a time from (1, 1)): each step is a few kernel launches, and unrolling
+# amortises the loop's own cost. Forward unroll 4 took forwards to 0.41-0.82x
+# the time of unroll 1 and training to 0.63-0.88x; backward unroll 4 took
+# training to 0.76-0.95x (the Elman layer's to 0.34-0.87x). Unrolling further
+# (16 forward, 8 backward; separate benchmark runs) took up to 21% less time
+# (GRU forward at (8, 1000, 64, 128): 3.5 against 4.5 ms; LSTM training at
+# (32, 100, 128, 256): 1.73 against 1.75 ms) but compiled the 2-layer
+# bidirectional LSTM training step of benchmarks/compile_time.py in 13.2 s
+# instead of 5.1 s (Flax: 1.9-3.6 s); ``unroll=`` trades one for the other.
+DEFAULT_UNROLL_BATCHED = {
+    "cpu": {"lstm": (1, 1), "gru": (4, 1), "elman": (4, 1)},
+    "gpu": {"lstm": (4, 4), "gru": (4, 4), "elman": (4, 4)},
+}
 
 
 def default_unroll(num_steps: int, batched_kind: Optional[str] = None
