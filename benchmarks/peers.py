@@ -13,10 +13,10 @@ JAX peers are ``jax.jit``-compiled and ``jax.block_until_ready`` is called
 on their results; PyTorch's loss is read back with ``.item()`` (on a GPU
 after ``torch.cuda.synchronize()``). On a GPU (``device="gpu"``) PyTorch
 runs its cuDNN kernels and the ``jax-cudnn`` peer, ``jax.experimental.rnn``'s
-cuDNN LSTM, joins the JAX peers. Inputs are float32 and are built once per grid point from
-the same NumPy array, in the layout each library expects (batch-major for
-jaxrnn, Flax and Equinox; time-major for Haiku and PyTorch, their native
-layouts), so no transposition is timed.
+cuDNN LSTM, joins the JAX peers. Inputs are float32 and are built once per
+grid point from the same NumPy array, in the layout each library expects
+(batch-major for jaxrnn, Flax and Equinox; time-major for Haiku and PyTorch,
+their native layouts), so no transposition is timed.
 
 Peers run with their library's defaults (notably ``unroll=1`` for the scans
 of Flax, Equinox and Haiku); ``peer_unroll`` overrides that for the JAX peers
@@ -66,6 +66,7 @@ def _import(module):
     return importlib.import_module(module)
   except ImportError as e:
     raise Unavailable(f"{module} is not installed ({e})") from None
+
 
 # Differences from the reference computation that cannot be configured away.
 NOTES = {
