@@ -187,6 +187,14 @@ def _loss_of(result):
     return float("nan")
 
 
+def call_first(impl):
+  """Makes ``impl``'s first call (compilation, for the JAX peers) and keeps
+  its time and result in ``impl.first_call`` for `time_interleaved`."""
+  t0 = time.perf_counter()
+  result = impl.call()
+  impl.first_call = (time.perf_counter() - t0, result)
+
+
 def time_interleaved(impls, *, target_s, min_repeats, max_repeats, warmup,
                      max_s_per_impl=float("inf"), seed=0):
   """Times ``impls`` interleaved, in a random order each round (seeded by
@@ -194,11 +202,8 @@ def time_interleaved(impls, *, target_s, min_repeats, max_repeats, warmup,
   records = []
   for impl in impls:
     if impl.first_call is None:
-      t0 = time.perf_counter()
-      result = impl.call()
-      first = time.perf_counter() - t0
-    else:
-      first, result = impl.first_call
+      call_first(impl)
+    first, result = impl.first_call
     estimate = first
     for _ in range(warmup):
       t0 = time.perf_counter()
@@ -276,15 +281,13 @@ def run_point(cell, shape, task, args):
     except peers_lib.Unavailable as e:
       skipped[peer] = str(e)
       continue
-    t0 = time.perf_counter()
     try:
-      result = impl.call()  # the first call: compilation for the JAX peers
+      call_first(impl)
     except Exception as e:  # a peer broken by its library's version; not jaxrnn
       if peer == "jaxrnn":
         raise
       skipped[peer] = f"failed: {type(e).__name__}: {str(e)[:300]}"
       continue
-    impl.first_call = (time.perf_counter() - t0, result)
     impls.append(impl)
 
   # Sanity: every peer maps (B, T, D) to outputs of the same shape.

@@ -33,7 +33,6 @@ import gc
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -111,9 +110,7 @@ def run_point(cell, shape, task, args):
     with overrides(backend, cell, **kwargs):
       impl = peers_lib.build_jaxrnn(cell, xs, H, task, **options)
       impl.name = name
-      t0 = time.perf_counter()
-      result = impl.call()  # traces and compiles under the override
-      impl.first_call = (time.perf_counter() - t0, result)
+      run_lib.call_first(impl)  # traces and compiles under the override
     impls.append(impl)
     names.append(name)
   records = run_lib.time_interleaved(

@@ -54,8 +54,7 @@ tree_map = jax.tree_util.tree_map
 # 30% (README.md, Performance). GPU (H100, benchmarks/tune.py): the plain
 # path (fused_vjp=False) trained 2.2-5.5x faster at B = 1 with unroll 4
 # than with 1 and 1.5-1.7x at (32, 100, 128, 256); larger values were not
-# measured.
-# Other backends are unmeasured: no unroll.
+# measured. Other backends are unmeasured: no unroll.
 DEFAULT_UNROLL = {"cpu": (4, 1), "gpu": (4, 4)}
 _OTHER_BACKENDS = (1, 1)
 
