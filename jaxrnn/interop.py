@@ -35,16 +35,16 @@ Example:
   ((2, 6, 8), True)
 """
 
-from jaxrnn._src.interop_flax import carry_from_flax as carry_from_flax
-from jaxrnn._src.interop_flax import carry_to_flax as carry_to_flax
-from jaxrnn._src.interop_flax import from_flax as from_flax
-from jaxrnn._src.interop_keras import carry_from_keras as carry_from_keras
-from jaxrnn._src.interop_keras import carry_to_keras as carry_to_keras
-from jaxrnn._src.interop_keras import from_keras as from_keras
-from jaxrnn._src.interop_torch import carry_from_torch as carry_from_torch
-from jaxrnn._src.interop_torch import carry_to_torch as carry_to_torch
-from jaxrnn._src.interop_torch import from_torch as from_torch
-from jaxrnn._src.interop_torch import to_torch as to_torch
+from jaxrnn._src.interop.flax import carry_from_flax as carry_from_flax
+from jaxrnn._src.interop.flax import carry_to_flax as carry_to_flax
+from jaxrnn._src.interop.flax import from_flax as from_flax
+from jaxrnn._src.interop.keras import carry_from_keras as carry_from_keras
+from jaxrnn._src.interop.keras import carry_to_keras as carry_to_keras
+from jaxrnn._src.interop.keras import from_keras as from_keras
+from jaxrnn._src.interop.torch import carry_from_torch as carry_from_torch
+from jaxrnn._src.interop.torch import carry_to_torch as carry_to_torch
+from jaxrnn._src.interop.torch import from_torch as from_torch
+from jaxrnn._src.interop.torch import to_torch as to_torch
 
 __all__ = (
     "carry_from_flax",

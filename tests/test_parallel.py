@@ -164,10 +164,10 @@ def test_auto_picks_by_length_and_backend(monkeypatch):
     return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(jnp.ones((num_steps, D))))
 
   backend = jax.default_backend()
-  monkeypatch.setitem(jaxrnn._src.parallel.PARALLEL_MIN_STEPS, backend, 40)
+  monkeypatch.setitem(jaxrnn._src.cells.linear.PARALLEL_MIN_STEPS, backend, 40)
   assert "scan" not in text(40) and "while" not in text(40)  # associative
   assert "scan" in text(39)
-  monkeypatch.setitem(jaxrnn._src.parallel.PARALLEL_MIN_STEPS, backend, None)
+  monkeypatch.setitem(jaxrnn._src.cells.linear.PARALLEL_MIN_STEPS, backend, None)
   assert "scan" in text(5000)  # None: always sequential
   xs = ref.random_xs(1, (43, D))
   seq = jaxrnn.rnn(cell, method="sequential").apply(params, xs)[0]

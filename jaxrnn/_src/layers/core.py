@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
-from jaxrnn._src import scan as scan_lib
+from jaxrnn._src.engine import scan as scan_lib
 from jaxrnn._src.base import Cell, Layer
 
 Array = jax.Array

@@ -19,7 +19,7 @@ import numpy as np
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
 from jaxrnn._src.base import Cell
-from jaxrnn._src.cells import LSTMState, _add
+from jaxrnn._src.cells.gated import LSTMState, _add
 
 Array = jax.Array
 

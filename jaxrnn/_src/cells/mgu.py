@@ -1,6 +1,6 @@
 """The minimal gated unit (Zhou et al. 2016): a GRU with one gate.
 
-Weights follow the layout of the other cells (`jaxrnn._src.cells`): the
+Weights follow the layout of the other cells (`jaxrnn._src.cells.gated`): the
 input matrix ``W_x`` and the recurrent matrix ``W_h`` are stored apart, the
 two gates fused along the last axis in the order (f, h̃). ``x_t W_x + b``
 does not depend on the recurrence, so `jaxrnn.rnn` computes it for all steps
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
 from jaxrnn._src.base import Cell
-from jaxrnn._src.cells import _add, _init_fused, _make_cell, _zeros_carry
+from jaxrnn._src.cells.gated import _add, _init_fused, _make_cell, _zeros_carry
 
 Array = jax.Array
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._src import checks
-from jaxrnn._src.losses import sequence_loss
+from jaxrnn._src.training.losses import sequence_loss
 
 Array = jax.Array
 

@@ -39,8 +39,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._src import fused_batch
-from jaxrnn._src.fused_batch import select as _select, zero_unless as _zero_unless
+from jaxrnn._src.engine import fused_batch as fused_batch
+from jaxrnn._src.engine.fused_batch import select as _select, zero_unless as _zero_unless
 from jaxrnn._src.base import Cell
 
 tree_map = jax.tree_util.tree_map

@@ -98,7 +98,7 @@ class FusedHooks(NamedTuple):
 
   Every array a hook sees has the feature axis first: ``(G*H,)`` for one
   example, or ``(G*H, B)`` for a batch held feature-major by the batched
-  fused path (`jaxrnn._src.fused_batch`); gate blocks are split along axis
+  fused path (`jaxrnn._src.engine.fused_batch`); gate blocks are split along axis
   0, and ``extra`` leaves then carry a trailing axis of 1.
   """
 
