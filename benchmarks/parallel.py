@@ -8,7 +8,8 @@ side (interleaved, medians after warm-up, one process) over a range of
 sequence lengths T, forward and forward+backward, prints the parallel
 speed-up per T and the crossover (the shortest T from which the parallel
 method stays faster), and writes JSON. The crossover is what
-``jaxrnn._src.cells.linear.PARALLEL_MIN_STEPS`` records for ``method="auto"``.
+``parallel_min_steps`` in ``jaxrnn._src.engine.settings`` records for
+``method="auto"``.
 """
 
 import argparse

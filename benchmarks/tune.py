@@ -1,34 +1,28 @@
-"""Measures the per-backend settings that jaxrnn picks when they are left to it.
+"""Measures the per-backend engine settings that jaxrnn picks by default.
 
-``rnn(cell)`` without ``unroll`` reads its loop structure from tables keyed
-by ``jax.default_backend()``: steps per scan iteration
-(``scan.DEFAULT_UNROLL_BATCHED``, ``scan.DEFAULT_UNROLL``), whether the
-forward scan projects every step's input in one product before the loop
-(``fused_batch.HOIST_MAX_BATCH``) and how the backward scan stacks the
-pre-activation cotangents (``fused_batch.STACK_FEATURE_MAJOR_MIN_BATCH``).
-A backend without an entry takes CPU's values. This script times the
-vmapped layer (``jax.vmap(rnn(cell).apply)``, the same loss as
-``benchmarks.run``) with one of those settings changed at a time from the
-current defaults, all variants interleaved in one process (medians after
-warm-up; see ``benchmarks.run``), and prints each variant's time over the
-default's (below 1: the variant is faster). Variants:
+``rnn(cell)`` reads its loop structure from one small table keyed by
+``jax.default_backend()`` (``jaxrnn._src.engine.settings``): steps per
+iteration of the forward and the tangent (backward) scan, and whether the
+input projection of every step is one product before the loop. A backend
+without an entry takes ``UNMEASURED``. This script times the vmapped layer
+(``jax.vmap(rnn(cell).apply)``, the same loss as ``benchmarks.run``) with
+one setting changed at a time from the current defaults, through
+``jaxrnn.engine_settings``, all variants interleaved in one process
+(medians after warm-up; see ``benchmarks.run``), and prints each variant's
+time over the default's (below 1: the variant is faster). Variants:
 
 * ``fwd_unroll=k``: forward steps per iteration, k in 1, 2, 4, 8, 16;
 * ``bwd_unroll=k`` (``fwd+bwd`` only): backward steps per iteration;
-* ``hoist=on|off``: the input projection hoisted out of the loop or not
-  (the GRU's hooks opt out of hoisting, so it has no such variant);
-* ``stack=fm|bm`` (``fwd+bwd`` only): cotangents stacked feature-major or
-  batch-major;
-* ``plain, unroll=k`` (``fwd+bwd`` only): ``fused_vjp=False`` (autodiff of
-  the scan), k steps per iteration.
+* ``hoist=on|off``: the input projection hoisted out of the loop or not;
+* ``reference`` (``fwd+bwd`` only): ``method="reference"``, autodiff of the
+  plain scan.
 
 Run it on the backend to be measured (``--device gpu`` for CUDA);
-``--help`` lists the options. It changes no file: the
-measured values go into the tables by hand, with the figures.
+``--help`` lists the options. It changes no file: the measured values go
+into the table by hand, with the figures in benchmarks/README.md.
 """
 
 import argparse
-import contextlib
 import gc
 import os
 import statistics
@@ -42,72 +36,35 @@ from benchmarks import run as run_lib
 
 FWD_UNROLLS = (1, 2, 4, 8, 16)
 BWD_UNROLLS = (1, 2, 4, 8, 16)
-PLAIN_UNROLLS = (1, 4)
-_HUGE = 1 << 30
 
 
-@contextlib.contextmanager
-def overrides(backend, kind, *, batched_unroll=None, plain_unroll=None,
-              hoist=None, feature_major=None):
-  """Sets jaxrnn's tables for ``backend`` (and ``kind``) inside the block."""
-  from jaxrnn._src import fused_batch, scan
-  saved = []
-
-  def put(table, key, value):
-    saved.append((table, key, key in table, table.get(key)))
-    table[key] = value
-
-  try:
-    if batched_unroll is not None:
-      per_kind = dict(scan.DEFAULT_UNROLL_BATCHED.get(backend, {}))
-      per_kind[kind] = batched_unroll
-      put(scan.DEFAULT_UNROLL_BATCHED, backend, per_kind)
-    if plain_unroll is not None:
-      put(scan.DEFAULT_UNROLL, backend, plain_unroll)
-    if hoist is not None:
-      put(fused_batch.HOIST_MAX_BATCH, backend, _HUGE if hoist else 0)
-    if feature_major is not None:
-      put(fused_batch.STACK_FEATURE_MAJOR_MIN_BATCH, backend, 1 if feature_major else _HUGE)
-    yield
-  finally:
-    for table, key, existed, value in reversed(saved):
-      if existed:
-        table[key] = value
-      else:
-        del table[key]
-
-
-def variants(cell, task, num_steps, default_unroll):
-  """``(name, rnn_options, override_kwargs)`` for one grid point."""
-  fwd, bwd = default_unroll
+def variants(task, default):
+  """``(name, rnn options, engine_settings overrides)`` per variant."""
+  fwd, bwd = default.unroll
   out = [("default", {}, {})]
   for k in FWD_UNROLLS:
-    if k != fwd and k <= num_steps:
-      out.append((f"fwd_unroll={k}", {}, dict(batched_unroll=(k, bwd))))
-  if task == "fwd+bwd":
+    if k != fwd:
+      out.append((f"fwd_unroll={k}", {}, dict(unroll=(k, bwd))))
+  if task != "fwd":
     for k in BWD_UNROLLS:
-      if k != bwd and k <= num_steps:
-        out.append((f"bwd_unroll={k}", {}, dict(batched_unroll=(fwd, k))))
-    out.append(("stack=fm", {}, dict(feature_major=True)))
-    out.append(("stack=bm", {}, dict(feature_major=False)))
-    for k in PLAIN_UNROLLS:
-      out.append((f"plain, unroll={k}", {"fused_vjp": False}, dict(plain_unroll=(k, k))))
-  if cell != "gru":
-    out.append(("hoist=on", {}, dict(hoist=True)))
-    out.append(("hoist=off", {}, dict(hoist=False)))
+      if k != bwd:
+        out.append((f"bwd_unroll={k}", {}, dict(unroll=(fwd, k))))
+    out.append(("reference", dict(method="reference"), {}))
+  hoist = not default.hoist_inputs
+  out.append((f"hoist={'on' if hoist else 'off'}", {}, dict(hoist_inputs=hoist)))
   return out
 
 
 def run_point(cell, shape, task, args):
   import jax
-  from jaxrnn._src import scan
-  backend = jax.default_backend()
+  import jaxrnn
   B, T, D, H = shape
   xs = np.random.default_rng([B, T, D, H]).standard_normal((B, T, D), dtype=np.float32)
-  default = scan.default_unroll(T, cell)
+  with jaxrnn.engine_settings() as default:
+    pass
   impls, names = [], []
-  for name, options, kwargs in variants(cell, task, T, default):
-    with overrides(backend, cell, **kwargs):
+  for name, options, kwargs in variants(task, default):
+    with jaxrnn.engine_settings(**kwargs):
       impl = peers_lib.build_jaxrnn(cell, xs, H, task, **options)
       impl.name = name
       run_lib.call_first(impl)  # traces and compiles under the override
@@ -126,7 +83,8 @@ def run_point(cell, shape, task, args):
   ref = losses["default"]
   bad = [n for n, v in losses.items() if not np.isclose(v, ref, rtol=1e-3)]
   return {"cell": cell, "B": B, "T": T, "D": D, "H": H, "task": task,
-          "default_unroll": list(default), "median_ms": medians,
+          "default_unroll": list(default.unroll),
+          "default_hoist": default.hoist_inputs, "median_ms": medians,
           "ratio_to_default": {n: m / base for n, m in medians.items()},
           "loss_mismatch": bad}
 

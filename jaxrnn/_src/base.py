@@ -22,33 +22,21 @@ class Cell(NamedTuple):
       shape ``(input_size,)``; the argument order of a ``jax.lax.scan`` body.
     hidden_size: the size H of the state (``None`` if not meaningful).
     output_size: the size of ``y`` (equal to ``hidden_size`` unless the cell
-      projects its output).
-    project_inputs: optional ``project_inputs(params, xs) -> zx`` mapping
-      ``xs: (..., input_size)`` to the input pre-activations
-      ``zx: (..., G*H)``. Cells that provide it let `jaxrnn.rnn` compute
-      ``W_x x_t`` for all steps as one matrix product before the scan.
-    recurrence: optional ``recurrence(params, carry, zx_t) -> (carry, y)``,
-      the rest of the step once ``zx_t`` is known. Required together with
-      ``project_inputs``: ``cell_apply(p, c, x) == recurrence(p, c,
-      project_inputs(p, x))``. A cell that supports variational recurrent
-      dropout also accepts ``recurrent_mask=`` (shaped like the hidden
-      state), which multiplies ``h_{t-1}`` wherever it enters a recurrent
-      product.
-    fused: optional hooks for the fused-gradient path of `jaxrnn.rnn`
-      (internal to the built-in cells; ``None`` for user cells).
+      projects its output; None where it is fixed only by ``init_params``).
     config: static description of the cell as ``((name, value), ...)``
       pairs, e.g. ``(("kind", "lstm"), ("hidden_size", 8), ...)``; read it
-      with ``dict(cell.config)``. Empty for user cells.
+      with ``dict(cell.config)``. It describes the cell (for interop and
+      printing); no computation depends on it. Empty for user cells.
     input_ndim: the rank of one step's input ``x``: 1 for vectors
       ``(input_size,)`` (the default), 3 for feature maps ``(height, width,
       channels)`` as in `jaxrnn.conv_lstm`. A layer over the cell takes
       ``xs`` of rank ``1 + input_ndim``.
-    parallel: optional hooks that let `jaxrnn.rnn` evaluate a recurrence
-      that is linear in the state with ``jax.lax.associative_scan``
-      (internal to the built-in parallel cells; ``None`` otherwise).
 
   A user-defined cell needs only the first three fields:
-  ``Cell(init_params, init_carry, cell_apply)``.
+  ``Cell(init_params, init_carry, cell_apply)``; `jaxrnn.rnn` runs it with
+  its reference scan. The built-in cells also run a faster engine, found
+  from their ``cell_apply``; a cell rebuilt with another ``cell_apply``
+  runs the reference scan.
   """
 
   init_params: Callable[..., Params]
@@ -56,12 +44,8 @@ class Cell(NamedTuple):
   cell_apply: Callable[[Params, Carry, Any], tuple[Carry, Any]]
   hidden_size: Optional[int] = None
   output_size: Optional[int] = None
-  project_inputs: Optional[Callable[[Params, Any], Any]] = None
-  recurrence: Optional[Callable[[Params, Carry, Any], tuple[Carry, Any]]] = None
-  fused: Any = None
   config: tuple = ()
   input_ndim: int = 1
-  parallel: Any = None
 
 
 class Layer(NamedTuple):

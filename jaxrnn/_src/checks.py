@@ -117,7 +117,8 @@ def check_sequence(xs: Any, input_size: Optional[int], owner: str,
   check_floating(xs, "xs")
 
 
-def check_length(length: Any, num_steps: int) -> Optional[jax.Array]:
+def check_length(length: Any, num_steps: int, name: str = "length"
+                 ) -> Optional[jax.Array]:
   """Validates ``length`` and returns it as an int32 scalar array (or None).
 
   A ``length`` known at trace time (a Python or NumPy integer) outside
@@ -126,32 +127,32 @@ def check_length(length: Any, num_steps: int) -> Optional[jax.Array]:
   if length is None:
     return None
   if isinstance(length, bool):
-    raise TypeError("length: expected an integer scalar, got bool")
+    raise TypeError(f"{name}: expected an integer scalar, got bool")
   if isinstance(length, numbers.Integral):
     if not 0 <= int(length) <= num_steps:
       raise ValueError(
-          f"length: expected an integer in [0, T] = [0, {num_steps}], got {int(length)}"
+          f"{name}: expected an integer in [0, T] = [0, {num_steps}], got {int(length)}"
       )
     return jnp.asarray(int(length), dtype=jnp.int32)
   if not hasattr(length, "dtype") or not hasattr(length, "shape"):
     raise TypeError(
-        f"length: expected an integer scalar, got {type(length).__name__}"
+        f"{name}: expected an integer scalar, got {type(length).__name__}"
     )
   if not jnp.issubdtype(length.dtype, jnp.integer):
     raise TypeError(
-        f"length: expected an integer scalar, got dtype {length.dtype}"
+        f"{name}: expected an integer scalar, got dtype {length.dtype}"
     )
   if np.shape(length) != ():
     raise ValueError(
-        f"length: expected a scalar (one sequence), got shape "
-        f"{tuple(np.shape(length))}; for a minibatch, vmap over `length` "
+        f"{name}: expected a scalar (one sequence), got shape "
+        f"{tuple(np.shape(length))}; for a minibatch, vmap over `{name}` "
         "together with `xs`"
     )
   if not isinstance(length, jax.core.Tracer):
     value = int(length)
     if not 0 <= value <= num_steps:
       raise ValueError(
-          f"length: expected an integer in [0, T] = [0, {num_steps}], got {value}"
+          f"{name}: expected an integer in [0, T] = [0, {num_steps}], got {value}"
       )
   return jnp.clip(length, 0, num_steps).astype(jnp.int32)
 

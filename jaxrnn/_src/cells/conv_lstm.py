@@ -19,7 +19,9 @@ import numpy as np
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
 from jaxrnn._src.base import Cell
-from jaxrnn._src.cells.gated import LSTMState, _add
+from jaxrnn._src.cells import common
+from jaxrnn._src.cells.lstm import LSTMState, lstm_equations, lstm_tangent
+from jaxrnn._src.engine import hooks
 
 Array = jax.Array
 
@@ -107,9 +109,9 @@ def conv_lstm(
   The peephole terms ``W_c ⊙ C`` (per-position weights, as in the paper)
   are there only with ``peephole=True``.
 
-  ``recurrence(params, carry, zx_t, recurrent_mask=None)`` takes an optional
-  variational dropout mask ``(height, width, C)`` (Gal & Ghahramani 2016):
-  it multiplies ``H_{t-1}`` where it enters the recurrent convolution
+  Under `jaxrnn.rnn`'s ``recurrent_dropout`` (Gal & Ghahramani 2016) the
+  mask ``(height, width, C)`` multiplies ``H_{t-1}`` where it enters the
+  recurrent convolution
   ``W_h * (H_{t-1} ⊙ m)`` and nowhere else.
 
   Args:
@@ -209,46 +211,31 @@ def conv_lstm(
     maps = xs.reshape((math.prod(lead),) + xs.shape[-3:])
     # All steps at once: time (and any batch axes) is the conv's batch axis.
     zx = _conv(maps, params.W_x)
-    return _add(zx.reshape(lead + zx.shape[1:]), params.b)
+    return common.add(zx.reshape(lead + zx.shape[1:]), params.b)
 
-  def project_inputs(params, xs):
-    check(params)
-    check_maps(xs, params, "xs", None)
-    return project(params, xs)
+  def check_inputs(params, xs, ndim):
+    check_maps(xs, params, "x" if ndim else "xs", ndim)
 
-  def recurrence(params, carry, zx_t, recurrent_mask=None):
-    h_in = carry.h
-    if recurrent_mask is not None:
-      checks.check_array_shape(recurrent_mask, state_shape, "recurrent_mask", owner)
-      h_in = h_in * recurrent_mask.astype(h_in.dtype)
-    z = zx_t + _conv(h_in[None], params.W_h)[0]
-    z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
-    c_tm1 = carry.c
-    if params.W_c is not None:
-      w_i, w_f, w_o = params.W_c.astype(z.dtype)
-      z_i, z_f = z_i + w_i * c_tm1, z_f + w_f * c_tm1
-    c_t = jax.nn.sigmoid(z_f) * c_tm1 + jax.nn.sigmoid(z_i) * jnp.tanh(z_g)
-    if params.W_c is not None:
-      z_o = z_o + w_o * c_t
-    h_t = jax.nn.sigmoid(z_o) * jnp.tanh(c_t)
-    return LSTMState(h_t, c_t), h_t
+  def recur(params, h):
+    lead = h.shape[:-3]
+    zh = _conv(h.reshape((math.prod(lead),) + state_shape), params.W_h)
+    return zh.reshape(lead + zh.shape[1:])
+
+  # The LSTM's own equation, with convolution products.
+  def pointwise(params, carry, zx_t, zh_t):
+    h_t, c_t, res = lstm_equations(carry.c, zx_t + zh_t, params.W_c)
+    return LSTMState(h_t, c_t), h_t, res
 
   def init_carry(dtype=None):
     dtype = checks.default_float() if dtype is None else dtype
     return LSTMState(h=jnp.zeros(state_shape, dtype), c=jnp.zeros(state_shape, dtype))
 
-  def cell_apply(params, carry, x):
-    check(params)
-    check_maps(x, params, "x", 3)
-    checks.check_carry(carry, init_carry(), "cell_apply")
-    return recurrence(params, carry, project(params, x))
-
-  return Cell(
-      init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
-      hidden_size=C, output_size=C, project_inputs=project_inputs,
-      recurrence=recurrence, fused=None,
-      config=(("kind", "conv_lstm"), ("hidden_channels", C),
-              ("kernel_size", (kh, kw)), ("spatial_shape", (height, width)),
-              ("peephole", peephole), ("bias", bias),
-              ("forget_bias", forget_bias)),
-      input_ndim=3)
+  return common.build(
+      init_params=init_params, init_carry=init_carry, check=check,
+      check_inputs=check_inputs, project=project,
+      product=hooks.Product(recur, lambda c: c.h, pointwise,
+                            None if peephole else lstm_tangent),
+      hidden_size=C, output_size=C, input_ndim=3,
+      config=dict(kind="conv_lstm", hidden_channels=C, kernel_size=(kh, kw),
+                  spatial_shape=(height, width), peephole=peephole, bias=bias,
+                  forget_bias=forget_bias))

@@ -1,4 +1,4 @@
-"""Cells whose recurrence is linear in the state, and their parallel scan.
+"""Cells whose recurrence is linear in the state: min_gru, min_lstm, lru.
 
 ``min_gru``, ``min_lstm`` (Feng et al. 2024) and ``lru`` (Orvieto et al.
 2023) compute every gate from the input alone, so their state follows
@@ -6,24 +6,16 @@
 .. math::
   h_t = a_t ⊙ h_{t-1} + b_t
 
-with ``(a_t, b_t)`` known for all steps before the recurrence runs. Pairs
-compose associatively, ``(a_1, b_1) ∘ (a_2, b_2) = (a_1 a_2, a_2 b_1 + b_2)``,
-so `jaxrnn.rnn` can evaluate the whole sequence with
-``jax.lax.associative_scan`` in O(log T) depth as well as with the
-sequential scan. The scan multiplies and adds but never divides, so it is
-stable in linear space: the ``a_t`` lie in ``(0, 1)`` (or inside the unit
-disc for the LRU) and their products shrink towards zero without the
-overflow that a cumulative-product-and-divide formulation meets, which is
-why Feng et al. move to log space. min_lstm's gate normalisation
-``f/(f+i)`` is computed from log-sigmoids, as their log-space version does.
-
-Padding, segment resets and reversed scans map onto the same pairs: a padded
-step is the identity ``(1, 0)``, a reset step ``(0, a_t h_init + b_t)``, and
-the initial carry folds into the first step in scan order.
+Each cell's equation is its ``coefficients(params, zx) -> (a, b)``: the step
+(``cell_apply``) and both methods of the linear engine
+(`jaxrnn._src.engine.linear`: a multiply-add scan, or
+``jax.lax.associative_scan`` in O(log T) depth) are derived from it.
+min_lstm's gate normalisation ``f/(f+i)`` is computed from log-sigmoids, as
+Feng et al.'s log-space version does.
 """
 
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,94 +23,10 @@ import jax.numpy as jnp
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
 from jaxrnn._src.base import Cell
+from jaxrnn._src.cells import common
+from jaxrnn._src.engine import hooks
 
 Array = jax.Array
-
-# Shortest sequence for which method="auto" picks the associative scan, per
-# backend; None: never. CPU, measured by benchmarks/parallel.py on 2 cores
-# (README.md, "The parallel method"): both methods share the gate
-# computation, and the associative scan's extra work (about twice the
-# multiply-adds, log T passes over memory) made it 0.5-0.9x of the
-# sequential multiply-add scan for T >= 256 with the backward pass, and the
-# LRU's complex scan slower at every T; a 2-core CPU has no width to spend
-# on it. Accelerators, where a sequential step leaves most of the device
-# idle, are not measured here: they use the parallel scan from 256 steps.
-PARALLEL_MIN_STEPS = {"cpu": None}
-_OTHER_BACKENDS = 256
-
-
-def _prefer_parallel(num_steps: int) -> bool:
-  threshold = PARALLEL_MIN_STEPS.get(jax.default_backend(), _OTHER_BACKENDS)
-  return threshold is not None and num_steps >= threshold
-
-
-def _combine(left, right):
-  a_l, b_l = left
-  a_r, b_r = right
-  return a_l * a_r, a_r * b_l + b_r
-
-
-class ParallelHooks(NamedTuple):
-  """How a linear-recurrence cell runs as an associative scan (internal).
-
-  ``coefficients(params, zx) -> (a, b)`` maps the projected inputs
-  ``zx: (T, ...)`` (``project_inputs``) to ``a, b: (T, N)`` (complex for
-  the LRU); ``to_state(carry) -> h: (N,)`` and ``from_state(h) -> carry``
-  convert the carry; ``outputs(params, hs, zx) -> ys`` maps states
-  ``hs: (T, N)`` to outputs.
-  """
-
-  project: Callable[[Any, Array], Array]
-  coefficients: Callable[[Any, Array], tuple[Array, Array]]
-  to_state: Callable[[Any], Array]
-  from_state: Callable[[Array], Any]
-  outputs: Callable[[Any, Array, Array], Array]
-
-  def prefer(self, num_steps: int) -> bool:
-    return _prefer_parallel(num_steps)
-
-  def run(self, params, carry, xs, steps, reverse, initial, *, parallel=True,
-          unroll=1):
-    """The whole sequence: ``(ys, carry)``.
-
-    Both methods share everything but the scan: the gates of all steps are
-    computed at once, outside any loop, then either
-    ``jax.lax.associative_scan`` (``parallel``) or a ``jax.lax.scan`` whose
-    step is one multiply-add combines the pairs.
-    """
-    zx = self.project(params, xs)
-    a, b = self.coefficients(params, zx)
-    num_steps = a.shape[0]
-    if num_steps == 0:
-      return self.outputs(params, b, zx), carry
-    column = lambda m: m.reshape((num_steps,) + (1,) * (a.ndim - 1))
-    one, zero = jnp.ones((), a.dtype), jnp.zeros((), b.dtype)
-    if steps.valid is not None:
-      valid = column(steps.valid)
-      a, b = jnp.where(valid, a, one), jnp.where(valid, b, zero)
-    if steps.reset is not None:
-      reset = column(steps.reset)
-      h_init = self.to_state(initial).astype(b.dtype)
-      b = jnp.where(reset, a * h_init[None] + b, b)
-      a = jnp.where(reset, jnp.zeros((), a.dtype), a)
-    h0 = self.to_state(carry).astype(b.dtype)
-    if parallel:
-      first = num_steps - 1 if reverse else 0
-      b = b.at[first].add(a[first] * h0)
-      _, hs = jax.lax.associative_scan(_combine, (a, b), reverse=reverse)
-    else:
-
-      def step(h, coefficients_t):
-        a_t, b_t = coefficients_t
-        h = a_t * h + b_t
-        return h, h
-
-      _, hs = jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=unroll)
-    ys = self.outputs(params, hs, zx)
-    if steps.valid is not None:
-      ys = jnp.where(column(steps.valid), ys, jnp.zeros((), ys.dtype))
-    final = hs[0] if reverse else hs[-1]
-    return ys, self.from_state(final)
 
 
 def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
@@ -146,37 +54,17 @@ def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
                                 present=bias, what="bias (bias=False)")
 
   def project(params, xs):
-    check(params)
-    zx = checks.matmul(xs, params.W_x)
-    if params.b is None:
-      return zx
-    b = params.b.astype(zx.dtype)
-    return zx + jnp.reshape(b, (1,) * (zx.ndim - 1) + b.shape)
+    return common.add(checks.matmul(xs, params.W_x), params.b)
 
-  def init_carry(dtype=None):
-    dtype = checks.default_float() if dtype is None else dtype
-    return jnp.zeros((H,), dtype)
-
-  def recurrence(params, h_tm1, zx_t):
-    del params
-    a_t, b_t = coefficients(None, zx_t)
-    h_t = a_t * h_tm1 + b_t
-    return h_t, h_t
-
-  def cell_apply(params, carry, x):
-    checks.check_array_shape(x, (params.W_x.shape[0],), "x", "cell_apply")
-    checks.check_floating(x, "x")
-    checks.check_carry(carry, init_carry(), "cell_apply")
-    return recurrence(params, carry, project(params, x))
-
-  hooks = ParallelHooks(
-      project=project, coefficients=coefficients, to_state=lambda h: h,
-      from_state=lambda h: h, outputs=lambda params, hs, zx: hs)
-  return Cell(
-      init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
-      hidden_size=H, output_size=H, project_inputs=project,
-      recurrence=recurrence, parallel=hooks,
-      config=(("kind", kind), ("hidden_size", H), ("bias", bias)))
+  return common.build(
+      init_params=init_params, init_carry=common.zeros_carry(H), check=check,
+      check_inputs=common.vector_inputs(lambda p: p.W_x.shape[0]),
+      project=project,
+      linear=hooks.Linear(coefficients=coefficients, to_state=lambda h: h,
+                          from_state=lambda h: h,
+                          outputs=lambda params, hs, zx: hs),
+      hidden_size=H, output_size=H,
+      config=dict(kind=kind, hidden_size=H, bias=bias))
 
 
 class MinGRUParams(NamedTuple):
@@ -426,54 +314,37 @@ def lru(
 
   def project(params, xs):
     """``zx = [Re(γ x B), Im(γ x B), x]``, the input terms of all steps."""
-    check(params)
     u_re = checks.matmul(xs, params.B_re)
     u_im = checks.matmul(xs, params.B_im)
     gamma = jnp.exp(params.gamma_log.astype(u_re.dtype))
-    gamma = jnp.reshape(gamma, (1,) * (u_re.ndim - 1) + gamma.shape)
-    return jnp.concatenate([u_re * gamma, u_im * gamma, xs.astype(u_re.dtype)], axis=-1)
+    return jnp.concatenate([common.mul(u_re, gamma), common.mul(u_im, gamma),
+                            xs.astype(u_re.dtype)], axis=-1)
 
-  def outputs(params, h_re, h_im, zx):
+  # The equation: h_t = λ h_{t-1} + u_t in complex arithmetic.
+  def coefficients(params, zx):
+    r, phase = modulus_phase(params, zx.dtype)
+    lam = jax.lax.complex(r * jnp.cos(phase), r * jnp.sin(phase))
+    u = jax.lax.complex(zx[..., :N], zx[..., N:2 * N])
+    return jnp.broadcast_to(lam, u.shape), u
+
+  def outputs(params, hs, zx):
     x = zx[..., 2 * N:]
-    d = params.D.astype(x.dtype)
-    return (checks.matmul(h_re, params.C_re) - checks.matmul(h_im, params.C_im)
-            + x * jnp.reshape(d, (1,) * (x.ndim - 1) + d.shape))
+    return (checks.matmul(jnp.real(hs), params.C_re)
+            - checks.matmul(jnp.imag(hs), params.C_im) + common.mul(x, params.D))
 
   def init_carry(dtype=None):
     dtype = checks.default_float() if dtype is None else dtype
     return LRUState(jnp.zeros((N,), dtype), jnp.zeros((N,), dtype))
 
-  def recurrence(params, state, zx_t):
-    r, phase = modulus_phase(params, zx_t.dtype)
-    l_re, l_im = r * jnp.cos(phase), r * jnp.sin(phase)
-    u_re, u_im = zx_t[..., :N], zx_t[..., N:2 * N]
-    h_re = l_re * state.re - l_im * state.im + u_re
-    h_im = l_re * state.im + l_im * state.re + u_im
-    return LRUState(h_re, h_im), outputs(params, h_re, h_im, zx_t)
-
-  def cell_apply(params, carry, x):
-    check(params)
-    checks.check_array_shape(x, (params.B_re.shape[0],), "x", "cell_apply")
-    checks.check_floating(x, "x")
-    checks.check_carry(carry, init_carry(), "cell_apply")
-    return recurrence(params, carry, project(params, x))
-
-  def coefficients(params, zx):
-    r, phase = modulus_phase(params, zx.dtype)
-    lam = jax.lax.complex(r * jnp.cos(phase), r * jnp.sin(phase))
-    u = jax.lax.complex(zx[..., :N], zx[..., N:2 * N])
-    return jnp.broadcast_to(lam[None], u.shape), u
-
-  def to_state(state):
-    return jax.lax.complex(state.re, state.im)
-
-  hooks = ParallelHooks(
-      project=project, coefficients=coefficients, to_state=to_state,
-      from_state=lambda h: LRUState(jnp.real(h), jnp.imag(h)),
-      outputs=lambda params, hs, zx: outputs(params, jnp.real(hs), jnp.imag(hs), zx))
-  return Cell(
-      init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
-      hidden_size=N, output_size=None, project_inputs=project,
-      recurrence=recurrence, parallel=hooks,
-      config=(("kind", "lru"), ("hidden_size", N), ("r_min", r_min),
-              ("r_max", r_max), ("max_phase", max_phase)))
+  return common.build(
+      init_params=init_params, init_carry=init_carry, check=check,
+      check_inputs=common.vector_inputs(lambda p: p.B_re.shape[0]),
+      project=project,
+      linear=hooks.Linear(
+          coefficients=coefficients,
+          to_state=lambda state: jax.lax.complex(state.re, state.im),
+          from_state=lambda h: LRUState(jnp.real(h), jnp.imag(h)),
+          outputs=outputs),
+      hidden_size=N, output_size=None,
+      config=dict(kind="lru", hidden_size=N, r_min=r_min, r_max=r_max,
+                  max_phase=max_phase))

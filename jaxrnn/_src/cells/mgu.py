@@ -1,6 +1,6 @@
 """The minimal gated unit (Zhou et al. 2016): a GRU with one gate.
 
-Weights follow the layout of the other cells (`jaxrnn._src.cells.gated`): the
+Weights follow the layout of the other cells (`jaxrnn._src.cells.common`): the
 input matrix ``W_x`` and the recurrent matrix ``W_h`` are stored apart, the
 two gates fused along the last axis in the order (f, h̃). ``x_t W_x + b``
 does not depend on the recurrence, so `jaxrnn.rnn` computes it for all steps
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
 from jaxrnn._src.base import Cell
-from jaxrnn._src.cells.gated import _add, _init_fused, _make_cell, _zeros_carry
+from jaxrnn._src.cells import common
 
 Array = jax.Array
 
@@ -52,9 +52,8 @@ def mgu(
   candidate after the recurrent product, ``f_t ⊙ (h_{t-1} W_h^h + b)``
   (``reset_gate=True``) or not at all (``reset_gate=False``).
 
-  ``recurrence(params, h_tm1, zx_t, recurrent_mask=None)`` takes an optional
-  variational dropout mask ``(H,)`` (Gal & Ghahramani 2016): it multiplies
-  ``h_{t-1}`` where it enters the two recurrent products,
+  Under `jaxrnn.rnn`'s ``recurrent_dropout`` (Gal & Ghahramani 2016) the
+  mask multiplies ``h_{t-1}`` where it enters the two recurrent products,
   ``(h_{t-1} ⊙ m) W_h^f`` and ``(f_t ⊙ h_{t-1} ⊙ m) W_h^h``, and nowhere
   else (not in ``(1 - f_t) ⊙ h_{t-1}``).
 
@@ -92,7 +91,7 @@ def mgu(
 
   def init_params(key, input_size, dtype=None):
     key, k_b = jax.random.split(key)
-    W_x, W_h, _, _ = _init_fused(
+    W_x, W_h, _, _ = common.init_gated(
         key, input_size, dtype, hidden_size=H, rows_h=H, num_gates=2,
         bias=False, input_init=input_init, recurrent_init=recurrent_init,
         bias_init=bias_init)
@@ -110,21 +109,19 @@ def mgu(
                                 present=bias, what="bias (bias=False)")
 
   def project(params, xs):
-    return _add(checks.matmul(xs, params.W_x), params.b)
+    return common.add(checks.matmul(xs, params.W_x), params.b)
 
-  def recurrence(params, h_tm1, zx_t, recurrent_mask=None):
-    h_in = h_tm1
-    if recurrent_mask is not None:
-      checks.check_array_shape(recurrent_mask, (H,), "recurrent_mask", owner)
-      h_in = h_tm1 * recurrent_mask.astype(h_tm1.dtype)
+  # The equation: the reset needs f_t first, so two products per step.
+  def step(params, h_tm1, zx_t, h_mask):
+    h_in = common.masked_hidden(h_tm1, h_mask)
     zx_f, zx_h = jnp.split(zx_t, 2, axis=-1)
-    # The reset needs f_t first: two products per step, as GRU's reset-before.
     f_t = jax.nn.sigmoid(zx_f + checks.matmul(h_in, params.W_h[:, :H]))
     cand_t = jnp.tanh(zx_h + checks.matmul(f_t * h_in, params.W_h[:, H:]))
     h_t = (1 - f_t) * h_tm1 + f_t * cand_t
     return h_t, h_t
 
-  return _make_cell(
-      init_params=init_params, init_carry=_zeros_carry(H), project=project,
-      recurrence=recurrence, check=check, hidden_size=H, output_size=H,
-      fused=None, config=dict(kind="mgu", hidden_size=H, bias=bias))
+  return common.build(
+      init_params=init_params, init_carry=common.zeros_carry(H), check=check,
+      check_inputs=common.vector_inputs(lambda p: p.W_x.shape[0]),
+      project=project, step=step, hidden_size=H, output_size=H,
+      config=dict(kind="mgu", hidden_size=H, bias=bias))

@@ -33,8 +33,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._src.cells import gated as cells_lib
-from jaxrnn._src.layers import core as layers_lib
+from jaxrnn._src import cells as cells_lib
+from jaxrnn._src import layers as layers_lib
 from jaxrnn._src.base import Cell, Layer
 
 _CELLS = ("SimpleCell", "LSTMCell", "OptimizedLSTMCell", "GRUCell")

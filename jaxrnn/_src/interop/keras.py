@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._src.cells import gated as cells_lib
-from jaxrnn._src.layers import core as layers_lib
+from jaxrnn._src import cells as cells_lib
+from jaxrnn._src import layers as layers_lib
 from jaxrnn._src.base import Layer
 
 _RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")

@@ -1,0 +1,113 @@
+"""The fast path for built-in cells: a custom JVP whose tangent is linear.
+
+Primal: the masked scan of the cell's step (the same numbers as the
+reference path). Under differentiation the rule below runs
+
+1. a forward scan that keeps, per step, ``h_{t-1}`` and the residuals of the
+   cell's pointwise equation (the gate activations, as cuDNN keeps them);
+2. outside any loop, the parts of the pre-activation tangents that do not
+   go through the recurrence, each as one product for all steps: the input
+   projection's ``dxs W_x + xs dW_x`` and the recurrent weights'
+   ``h_{t-1} dW_h``;
+3. a tangent scan, linear in the tangents, that carries only the carry's
+   tangent through ``dh_{t-1} W_h`` and the cell's tangent equation.
+
+This is forward mode (``jax.jvp``, ``jax.jacfwd``). Reverse mode is JAX's
+transpose of it: the transposed tangent scan is the fused backward pass,
+which carries only the recurrent data gradient and emits ``dz_t`` for every
+step, and the weight gradients become the transposes of step 2, single
+large products that under ``vmap`` contract batch and time together. The
+rule is plain JAX, so it is itself differentiable: Hessians, gradients of
+gradients and every other composition work.
+
+Masking (padding, resets, zoneout) is `steps.masked`, applied alike to the
+forward and the tangent scans.
+"""
+
+from functools import partial
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._src.engine import steps as steps_lib
+from jaxrnn._src.engine.hooks import Hooks
+
+tree_map = jax.tree_util.tree_map
+
+
+class Static(NamedTuple):
+  """The static configuration of one fused scan."""
+
+  hooks: Hooks
+  reverse: bool
+  unroll: tuple[int, int]
+  hoist: bool
+  zoneout: Optional[steps_lib.Zoneout]
+
+
+def _times(h, mask):
+  """``h * mask``, the per-sequence mask broadcast over h's leading axes."""
+  if mask is None:
+    return h
+  return h * jnp.reshape(mask, (1,) * (h.ndim - mask.ndim) + mask.shape)
+
+
+def _forward(static, params, carry, xs, initial, h_mask, steps, keep):
+  """The masked forward scan; with ``keep``, also ``h_{t-1}`` and residuals."""
+  hooks = static.hooks
+  product = hooks.product
+  inputs = hooks.project(params, xs) if static.hoist else xs
+
+  def step(c, x_t):
+    zx_t = x_t if static.hoist else hooks.project(params, x_t)
+    h_tm1 = product.hidden(c)
+    zh_t = product.recur(params, _times(h_tm1, h_mask))
+    new_c, y, res = product.pointwise(params, c, zx_t, zh_t)
+    if not keep:
+      return new_c, y, None
+    if product.tangent is None:
+      res = (c, zx_t, zh_t)  # the inputs of the pointwise equation
+    return new_c, y, (h_tm1, res)
+
+  body = steps_lib.masked(step, initial, static.zoneout)
+  carry, (ys, saved) = jax.lax.scan(body, carry, (tuple(steps), inputs),
+                                    reverse=static.reverse, unroll=static.unroll[0])
+  return ys, carry, saved
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def scan(static: Static, params, carry, xs, initial, h_mask, steps):
+  """``(ys, carry)`` of the masked scan; see the module notes."""
+  ys, carry, _ = _forward(static, params, carry, xs, initial, h_mask, steps, False)
+  return ys, carry
+
+
+@scan.defjvp
+def _scan_jvp(static, primals, tangents):
+  params, carry, xs, initial, h_mask, steps = primals
+  dparams, dcarry, dxs, dinitial, _, _ = tangents
+  hooks, product = static.hooks, static.hooks.product
+  ys, final, (hiddens, res) = _forward(static, params, carry, xs, initial,
+                                       h_mask, steps, True)
+
+  # Step 2: one product each, for all steps.
+  _, dzx = jax.jvp(hooks.project, (params, xs), (dparams, dxs))
+  dzh_w = product.recur(dparams, _times(hiddens, h_mask))
+
+  def tangent_step(dc, inp):
+    h_tm1, res_t, dzx_t, dzh_w_t = inp
+    dzh_t = product.recur(params, _times(product.hidden(dc), h_mask)) + dzh_w_t
+    if product.tangent is not None:
+      new_dc, dy = product.tangent(params, h_tm1, res_t, dparams, dc, dzx_t, dzh_t)
+    else:
+      pointwise = lambda p, c, zx, zh: product.pointwise(p, c, zx, zh)[:2]
+      _, (new_dc, dy) = jax.jvp(pointwise, (params,) + tuple(res_t),
+                                (dparams, dc, dzx_t, dzh_t))
+    return new_dc, dy, None
+
+  body = steps_lib.masked(tangent_step, dinitial, static.zoneout)
+  dfinal, (dys, _) = jax.lax.scan(
+      body, dcarry, (tuple(steps), (hiddens, res, dzx, dzh_w)),
+      reverse=static.reverse, unroll=static.unroll[1])
+  return (ys, final), (dys, dfinal)

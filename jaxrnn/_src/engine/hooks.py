@@ -1,0 +1,85 @@
+"""What the engine knows about a built-in cell, kept out of the public `Cell`.
+
+A `Cell` holds the user's contract only. For the built-in cells the engine
+also needs the step split at its recurrent product; that lives here, in a
+private registry keyed by the cell's ``cell_apply`` function. A cell the
+user builds (or rebuilds with another ``cell_apply``) has no entry and runs
+the reference path: a masked ``lax.scan`` of ``cell_apply``.
+"""
+
+import weakref
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+
+Array = jax.Array
+
+
+class Product(NamedTuple):
+  """A step of the form ``pointwise(p, c, zx_t, recur(p, hidden(c)))``.
+
+  ``recur(params, h) -> zh`` is the recurrent product (``h @ W_h``, or a
+  convolution), linear in ``h`` and in the weights it reads; it accepts any
+  leading axes on ``h``, so that ``recur(dparams, hiddens)`` computes the
+  weights' share of every step's tangent as one product.
+  ``pointwise(params, carry, zx_t, zh_t) -> (carry, y, residuals)`` is the
+  rest of the equation. ``tangent(params, h_tm1, residuals, dparams,
+  dcarry, dzx_t, dzh_t) -> (dcarry, dy)``, where given, is its JVP written
+  by hand, linear in the tangents, with every product taking a tangent
+  first, so that JAX's transpose of it is a backward step that recomputes
+  nothing; it sits beside its equation and is tested against ``jax.jvp`` of
+  ``pointwise``. Without one the engine differentiates ``pointwise`` itself.
+  """
+
+  recur: Callable[[Any, Array], Array]
+  hidden: Callable[[Any], Array]
+  pointwise: Callable[..., tuple[Any, Array, Any]]
+  tangent: Optional[Callable[..., tuple[Any, Array]]] = None
+
+
+class Linear(NamedTuple):
+  """A recurrence ``h_t = a_t ⊙ h_{t-1} + b_t`` with gates from the input.
+
+  ``coefficients(params, zx) -> (a, b)`` maps projected inputs ``zx: (T,
+  ...)`` to ``a, b: (T, N)`` (complex for the LRU); ``to_state(carry) -> h``
+  and ``from_state(h) -> carry`` convert the carry; ``outputs(params, hs,
+  zx) -> ys`` maps the states to outputs.
+  """
+
+  coefficients: Callable[[Any, Array], tuple[Array, Array]]
+  to_state: Callable[[Any], Array]
+  from_state: Callable[[Array], Any]
+  outputs: Callable[[Any, Array, Array], Array]
+
+
+class Hooks(NamedTuple):
+  """How the engine may run one built-in cell.
+
+  ``check(params)`` validates params; ``project(params, xs) -> zx`` is the
+  input part of the step for any leading axes (it checks ``xs``);
+  ``step(params, carry, zx_t, h_mask) -> (carry, y)`` is the rest, with an
+  optional variational dropout mask on the recurrent input. For every cell
+  ``cell_apply(p, c, x) == step(p, c, project(p, x), None)``. ``product``
+  and ``linear`` are the decompositions the fast paths use.
+  """
+
+  check: Callable[[Any], None]
+  project: Callable[[Any, Array], Array]
+  step: Callable[..., tuple[Any, Array]]
+  product: Optional[Product] = None
+  linear: Optional[Linear] = None
+
+
+_REGISTRY: "weakref.WeakKeyDictionary[Callable, Hooks]" = weakref.WeakKeyDictionary()
+
+
+def register(cell_apply: Callable, hooks: Hooks) -> None:
+  _REGISTRY[cell_apply] = hooks
+
+
+def hooks_of(cell) -> Optional[Hooks]:
+  """The engine hooks of a built-in cell, or None for a user cell."""
+  try:
+    return _REGISTRY.get(cell.cell_apply)
+  except TypeError:  # not weak-referenceable: a user callable
+    return None

@@ -1,0 +1,61 @@
+"""The reference path: the specification of `jaxrnn.rnn`, as a masked scan.
+
+In the manner of ``jax.lax.scan``'s own docstring, the meaning of a layer
+over one sequence is, roughly::
+
+  def rnn_apply(cell, params, xs, carry, valid, reset, initial):
+    ys = []
+    for t in order:                    # reversed for reverse=True
+      if reset[t]: carry = initial     # first step of a packed segment
+      new, y = cell.cell_apply(params, carry, xs[t])
+      if valid[t]: carry = new         # padding leaves the carry alone
+      ys.append(y if valid[t] else 0)  # and outputs exactly zero
+    return stack(ys), carry
+
+with zoneout mixing ``carry`` and ``new`` and variational dropout masking
+the recurrent input. Every other path computes the same numbers; autodiff
+of this scan gives every derivative.
+"""
+
+from functools import partial
+
+import jax
+
+from jaxrnn._src.engine import steps as steps_lib
+
+
+def scan(cell_step, carry, inputs, steps: steps_lib.Steps, *, reverse, unroll,
+         initial=None, zoneout=None):
+  """Scans ``cell_step(carry, x_t) -> (carry, y)`` with masking.
+
+  Returns ``(carry, ys)``. Without masks this is a plain ``lax.scan``
+  (`steps.masked` builds no masking code for absent masks).
+  """
+
+  def step(c, x_t):
+    new_c, y = cell_step(c, x_t)
+    return new_c, y, None
+
+  body = steps_lib.masked(step, initial, zoneout)
+  carry, (ys, _) = jax.lax.scan(body, carry, (tuple(steps), inputs),
+                                reverse=reverse, unroll=unroll)
+  return carry, ys
+
+
+def run(cell, hooks, params, carry, xs, steps, *, reverse, unroll, initial,
+        h_mask, zoneout):
+  """The reference path of one cell: ``(ys, carry)``.
+
+  Built-in cells scan ``step`` over the inputs projected before the loop
+  (``cell_apply`` is ``step ∘ project``); user cells scan ``cell_apply``.
+  """
+  if hooks is None:
+    carry, ys = scan(partial(cell.cell_apply, params), carry, xs, steps,
+                     reverse=reverse, unroll=unroll, initial=initial,
+                     zoneout=zoneout)
+    return ys, carry
+  zx = hooks.project(params, xs)
+  step = lambda c, zx_t: hooks.step(params, c, zx_t, h_mask)
+  carry, ys = scan(step, carry, zx, steps, reverse=reverse, unroll=unroll,
+                   initial=initial, zoneout=zoneout)
+  return ys, carry

@@ -1,0 +1,89 @@
+"""The engine's per-backend defaults: one small typed table.
+
+The values were measured with ``python -m benchmarks.tune`` (the evidence,
+with the figures, is in ``benchmarks/README.md``). Backends that were never
+measured take ``UNMEASURED``. Read the table through `current`, which honours
+`engine_settings` overrides.
+"""
+
+import contextlib
+import contextvars
+from typing import Iterator, NamedTuple, Optional
+
+import jax
+
+
+class EngineSettings(NamedTuple):
+  """How the time loop of `jaxrnn.rnn` runs when an option is left at None.
+
+  Attributes:
+    unroll: ``(forward, backward)`` steps per iteration of the forward scan
+      and of the tangent scan (whose transpose is the backward pass).
+    hoist_inputs: project every step's input (``x_t W_x + b``) in one
+      product before the loop (True) or inside each step (False).
+    parallel_min_steps: the shortest sequence for which ``method="auto"``
+      evaluates a linear-recurrence cell (`min_gru`, `min_lstm`, `lru`)
+      with ``jax.lax.associative_scan``; None: never.
+  """
+
+  unroll: tuple[int, int]
+  hoist_inputs: bool
+  parallel_min_steps: Optional[int]
+
+
+DEFAULTS: dict[str, EngineSettings] = {
+    "cpu": EngineSettings(unroll=(4, 1), hoist_inputs=False, parallel_min_steps=None),
+    "gpu": EngineSettings(unroll=(4, 4), hoist_inputs=True, parallel_min_steps=256),
+}
+UNMEASURED = EngineSettings(unroll=(1, 1), hoist_inputs=False, parallel_min_steps=256)
+
+_OVERRIDES: contextvars.ContextVar[dict] = contextvars.ContextVar(
+    "jaxrnn_engine_settings", default={})
+
+
+def current(backend: Optional[str] = None) -> EngineSettings:
+  """The settings in force for ``backend`` (default: JAX's default backend)."""
+  backend = jax.default_backend() if backend is None else backend
+  return DEFAULTS.get(backend, UNMEASURED)._replace(**_OVERRIDES.get())
+
+
+@contextlib.contextmanager
+def engine_settings(**overrides) -> Iterator[EngineSettings]:
+  """Overrides the engine's per-backend defaults while tracing in this block.
+
+  Settings are read when a function is traced, so the override applies to
+  calls traced (or jit-compiled for the first time) inside the block.
+
+  Args:
+    **overrides: fields of `EngineSettings`: ``unroll=(forward,
+      backward)``, ``hoist_inputs=bool``, ``parallel_min_steps=int or
+      None``.
+
+  Yields:
+    The settings in force inside the block.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> layer = jaxrnn.rnn(jaxrnn.lstm(4))
+    >>> params = layer.init_params(jax.random.key(0), 3)
+    >>> with jaxrnn.engine_settings(unroll=(1, 1), hoist_inputs=True) as s:
+    ...   ys, _ = layer.apply(params, jnp.ones((5, 3)))
+    >>> s.unroll, ys.shape
+    ((1, 1), (5, 4))
+  """
+  unknown = set(overrides) - set(EngineSettings._fields)
+  if unknown:
+    raise TypeError(
+        f"engine_settings: expected fields of EngineSettings "
+        f"{EngineSettings._fields}, got {sorted(unknown)}")
+  unroll = overrides.get("unroll")
+  if unroll is not None and (
+      not isinstance(unroll, tuple) or len(unroll) != 2
+      or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in unroll)):
+    raise ValueError(
+        f"unroll: expected a pair of positive ints (forward, backward), got {unroll!r}")
+  token = _OVERRIDES.set({**_OVERRIDES.get(), **overrides})
+  try:
+    yield current()
+  finally:
+    _OVERRIDES.reset(token)

@@ -1,0 +1,198 @@
+"""Every JAX transformation on the default layers, against plain autodiff.
+
+The default path of the built-in cells is the fused engine (a custom JVP);
+``method="reference"`` is the masked scan differentiated by JAX. In float64
+every transformation of the first must agree with the second to 1e-8: grad,
+value_and_grad, vjp, jvp, jacfwd, jacrev, hessian, Hessian-vector products,
+grad of grad, vmap of grad (per-example gradients), grad of vmap, vmap over
+params (ensembles), jit, jax.checkpoint and sharded jit; with and without
+lengths (0 and T included, NaN in the padding); under the CPU's and the
+GPU's engine settings.
+"""
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import jaxrnn
+import reference as ref
+
+B, T, D, H = 3, 5, 2, 3
+LENGTHS = np.array([T, 2, 0])
+tree_leaves = jax.tree_util.tree_leaves
+tree_map = jax.tree_util.tree_map
+
+LAYERS = {
+    "lstm": lambda **o: jaxrnn.rnn(jaxrnn.lstm(H), **o),
+    "gru": lambda **o: jaxrnn.rnn(jaxrnn.gru(H), **o),
+    "elman": lambda **o: jaxrnn.rnn(jaxrnn.elman(H), **o),
+    "elman_relu_reverse": lambda **o: jaxrnn.rnn(jaxrnn.elman(H, activation="relu"),
+                                                 reverse=True, **o),
+    "bidirectional": lambda **o: jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), **o),
+    "stack": lambda **o: jaxrnn.stack(
+        jaxrnn.rnn(jaxrnn.gru(H), **o),
+        jaxrnn.bidirectional(jaxrnn.elman(H), jaxrnn.lstm(H), **o),
+        jaxrnn.readout(2)),
+}
+
+SETTINGS = {
+    "defaults": {},
+    "gpu-table": dict(unroll=(4, 4), hoist_inputs=True),
+    "unroll-1": dict(unroll=(1, 1), hoist_inputs=False),
+}
+
+
+def _data(layer, with_length):
+  params = ref.random_params(layer, 0, D, jnp.float64)
+  xs = np.asarray(ref.random_xs(1, (B, T, D), np.float64))
+  lengths = None
+  if with_length:
+    lengths = jnp.asarray(LENGTHS)
+    xs = xs.copy()
+    for b, n in enumerate(LENGTHS):
+      xs[b, n:] = np.nan  # junk in the padding
+  return params, jnp.asarray(xs), lengths
+
+
+def _loss(layer, lengths):
+  """A scalar of a minibatch's outputs and final carries."""
+
+  def one(params, x, n):
+    ys, carry = layer.apply(params, x, length=n)
+    weights = jnp.cos(1.0 + jnp.arange(ys.size)).reshape(ys.shape)
+    return jnp.sum(jnp.sin(ys) * weights) + sum(
+        jnp.sum(jnp.tanh(c)) for c in tree_leaves(carry))
+
+  def loss(params, xs):
+    if lengths is None:
+      return jnp.sum(jax.vmap(lambda x: one(params, x, None))(xs))
+    return jnp.sum(jax.vmap(lambda x, n: one(params, x, n))(xs, lengths))
+
+  return loss, one
+
+
+def _first_matrix(params):
+  """The first recurrent matrix in ``params`` (a small block of it)."""
+  leaf = next(p for p in tree_leaves(params) if p.ndim == 2 and p.shape[0] == H)
+  return leaf[:, :2]
+
+
+def _with_first_matrix(params, block):
+  done = []
+
+  def swap(p):
+    if not done and p.ndim == 2 and p.shape[0] == H:
+      done.append(True)
+      return p.at[:, :2].set(block)
+    return p
+
+  return tree_map(swap, params)
+
+
+def _transforms(params, xs, lengths):
+  tangent = tree_map(lambda p: jnp.cos(p), params)
+  mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+  sharded = NamedSharding(mesh, PartitionSpec("batch"))
+  ensemble = tree_map(lambda p: jnp.stack([p, 0.5 * p]), params)
+  n = LENGTHS if lengths is not None else np.full(B, T)
+
+  def per_example(one):
+    return jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, xs, jnp.asarray(n))
+
+  return {
+      "grad": lambda L, one: jax.grad(L)(params, xs),
+      "value_and_grad": lambda L, one: jax.value_and_grad(L, argnums=(0, 1))(params, xs),
+      "vjp": lambda L, one: jax.vjp(L, params, xs)[1](jnp.asarray(1.5)),
+      "jvp": lambda L, one: jax.jvp(L, (params, xs), (tangent, jnp.sin(xs))),
+      "jacfwd_xs": lambda L, one: jax.jacfwd(L, argnums=1)(params, xs),
+      "jacrev_xs": lambda L, one: jax.jacrev(L, argnums=1)(params, xs),
+      "hessian_xs": lambda L, one: jax.hessian(L, argnums=1)(params, xs),
+      "hessian_W_h": lambda L, one: jax.hessian(
+          lambda v: L(_with_first_matrix(params, v), xs))(_first_matrix(params)),
+      "hvp": lambda L, one: jax.jvp(jax.grad(lambda p: L(p, xs)), (params,), (tangent,))[1],
+      "grad_of_grad": lambda L, one: jax.grad(
+          lambda p: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
+              jax.grad(L)(p, xs))[0])))(params),
+      "vmap_of_grad": lambda L, one: per_example(lambda p, x, k: one(p, x, k)),
+      "vmap_over_params": lambda L, one: jax.vmap(jax.grad(L), in_axes=(0, None))(ensemble, xs),
+      "jit": lambda L, one: jax.jit(jax.value_and_grad(L))(params, xs),
+      "checkpoint": lambda L, one: jax.grad(jax.checkpoint(L))(params, xs),
+      "sharded_jit": lambda L, one: jax.jit(
+          jax.grad(L, argnums=1), in_shardings=(None, sharded))(params, xs),
+  }
+
+
+# Every layer with and without lengths under the defaults (the reversed
+# relu Elman layer with lengths only); lstm and the stack with lengths also
+# under the other engine settings.
+CASES = ([(name, with_length, "defaults") for name in LAYERS for with_length in (False, True)
+          if with_length or name != "elman_relu_reverse"]
+         + [(name, True, settings) for name in ("lstm", "stack")
+            for settings in SETTINGS if settings != "defaults"])
+
+
+@pytest.mark.parametrize(
+    "name, with_length, settings", CASES,
+    ids=[f"{n}-{'lengths' if w else 'full'}-{s}" for n, w, s in CASES])
+def test_every_transformation_matches_plain_autodiff(x64, name, with_length, settings):
+  fast, plain = LAYERS[name](), LAYERS[name](method="reference")
+  params, xs, lengths = _data(fast, with_length)
+  transforms = _transforms(params, xs, lengths)
+
+  # All transformations of one loss in one compiled program (dispatching
+  # them eagerly costs more than compiling them together).
+  def all_of(layer):
+    loss, one = _loss(layer, lengths)
+    return jax.jit(lambda: {n: t(loss, one) for n, t in transforms.items()})()
+
+  with jaxrnn.engine_settings(**SETTINGS[settings]):
+    got_all, want_all = all_of(fast), all_of(plain)
+  for tname in transforms:
+    got, want = tree_leaves(got_all[tname]), tree_leaves(want_all[tname])
+    assert len(got) == len(want) and all(np.all(np.isfinite(g)) for g in got), tname
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-8, err_msg=f"{name} {tname}")
+
+
+OPTIONS = {
+    "dropout-zoneout-key": dict(recurrent_dropout=0.3, zoneout=0.2),
+    "zoneout-expectation": dict(zoneout=jaxrnn.LSTMState(h=0.1, c=0.4)),
+    "remat": dict(remat=2),
+    "learned-carry": dict(learned_carry=True),
+}
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=list(OPTIONS))
+def test_options_on_the_fused_path_match_the_reference(x64, option):
+  """Resets, lengths, dropout and zoneout masks (per-example keys), remat and
+  a learned carry: values, gradients and JVPs of the fused path agree with
+  the reference scan."""
+  cell = jaxrnn.lstm(H)
+  fast = jaxrnn.bidirectional(cell, cell, **OPTIONS[option])
+  plain = jaxrnn.bidirectional(cell, cell, method="reference", **OPTIONS[option])
+  params, xs, lengths = _data(fast, True)
+  reset = jnp.asarray(np.array([[1, 0, 1, 0, 0], [0, 0, 1, 0, 1], [0, 1, 0, 0, 0]], bool))
+  keys = jax.random.split(jax.random.key(3), B)
+  use_key = option == "dropout-zoneout-key"
+
+  def loss(layer):
+    def f(params, xs):
+      def one(x, n, r, k):
+        ys, carry = layer.apply(params, x, length=n, reset=r, key=k if use_key else None)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(c) for c in tree_leaves(carry))
+      return jnp.sum(jax.vmap(one)(xs, lengths, reset, keys))
+    return f
+
+  tangent = tree_map(jnp.cos, params)
+  results = []
+  for layer in (fast, plain):
+    f = loss(layer)
+    results.append(jax.jit(lambda p, x: (f(p, x), jax.grad(f)(p, x),
+                                         jax.jvp(f, (p, x), (tangent, jnp.cos(x)))[1]))(
+                                             params, xs))
+  for got, want in zip(tree_leaves(results[0]), tree_leaves(results[1])):
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
