@@ -131,11 +131,10 @@ def batches(examples, config: Config, rng: Optional[np.random.Generator]):
                                        drop_remainder=rng is not None):
     chosen = [examples[i] for i in index]
     chosen += [empty] * (config.batch_size - len(chosen))
-    longest = max(1, int(lengths[index].max()))
-    padded = config.pad_multiple * math.ceil(longest / config.pad_multiple)
-    ids, lens = jaxrnn.pad_sequences([e[0] for e in chosen], max_length=padded,
-                                     pad_value=PAD)
-    labels, _ = jaxrnn.pad_sequences([e[1] for e in chosen], max_length=padded)
+    ids, lens = jaxrnn.pad_sequences([e[0] for e in chosen], pad_value=PAD,
+                                     pad_to_multiple=config.pad_multiple)
+    labels, _ = jaxrnn.pad_sequences([e[1] for e in chosen],
+                                     pad_to_multiple=config.pad_multiple)
     yield ids, labels, lens
 
 
@@ -230,9 +229,11 @@ def train(net, params, examples, config: Config, desc: str):
   schedule = optax.cosine_decay_schedule(config.learning_rate, config.steps, alpha=0.1)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
   opt_state = optimizer.init(params)
+  compiled = []  # the padded length of each compilation (the body runs only when traced)
 
   @jax.jit
   def step(params, opt_state, ids, labels, lengths):
+    compiled.append(ids.shape[1])
     loss, grads = jax.value_and_grad(lambda p: loss_fn(net, p, ids, labels, lengths))(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -251,6 +252,8 @@ def train(net, params, examples, config: Config, desc: str):
     losses[i] = float(loss)
     progress.update(losses[i])
   progress.close()
+  print(f"{desc}: the training step compiled {len(compiled)} time(s), for padded "
+        f"lengths {sorted(compiled)}")
   return params, losses
 
 

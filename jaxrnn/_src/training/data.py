@@ -47,23 +47,64 @@ def _representable(value: np.ndarray, cast: np.ndarray) -> bool:
   return bool(np.isnan(back) == np.isnan(value) and np.isinf(back) == np.isinf(value))
 
 
+def _check_pad_lengths(pad_lengths: Any) -> tuple[int, ...]:
+  """``pad_lengths`` as a tuple of strictly increasing non-negative ints."""
+  if isinstance(pad_lengths, (str, bytes)) or not isinstance(pad_lengths, Sequence):
+    raise TypeError(
+        "pad_lengths: expected a sorted sequence of ints, e.g. (32, 64, 128), "
+        f"got {type(pad_lengths).__name__} {pad_lengths!r}")
+  if len(pad_lengths) == 0:
+    raise ValueError("pad_lengths: expected at least one length, got none")
+  values = tuple(_check_int(n, "pad_lengths", minimum=0) for n in pad_lengths)
+  if any(b <= a for a, b in zip(values, values[1:])):
+    raise ValueError(
+        f"pad_lengths: expected strictly increasing lengths, got {values}")
+  return values
+
+
+def _padded_length(longest: int, pad_lengths: tuple[int, ...]) -> int:
+  """The smallest entry of ``pad_lengths`` that is at least ``longest``."""
+  if longest > pad_lengths[-1]:
+    raise ValueError(
+        f"pad_lengths: a sequence has {longest} steps, more than the largest "
+        f"padded length {pad_lengths[-1]}; sequences are never truncated (cut "
+        "them first, or add a larger length)")
+  return next(n for n in pad_lengths if n >= longest)
+
+
 def pad_sequences(
     sequences: Sequence[Any],
     *,
     max_length: Optional[int] = None,
+    pad_to_multiple: Optional[int] = None,
+    pad_lengths: Optional[Sequence[int]] = None,
     pad_value: Any = 0,
     dtype: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Pads sequences of different lengths into one array.
 
   Sequences are padded at the end (post-padding), the layout the layers'
-  ``length`` argument expects. A sequence longer than ``max_length`` raises:
-  nothing is ever truncated silently.
+  ``length`` argument expects. A sequence longer than ``max_length`` (or
+  than every entry of ``pad_lengths``) raises: nothing is ever truncated
+  silently.
+
+  A jitted training step compiles once per padded shape. Padding every
+  batch to its own longest sequence gives up to one compilation per
+  distinct length; ``pad_to_multiple=k`` bounds an epoch to ``ceil(L / k)``
+  padded lengths (``L`` the longest sequence), and ``pad_lengths`` to at
+  most ``len(pad_lengths)``.
 
   Args:
     sequences: a list of ``B >= 1`` array-likes of shapes ``(T_i, ...)``, all
       with the same trailing shape ``...`` (integers, floats or booleans).
-    max_length: the padded length ``T``; ``None`` uses ``max_i T_i``.
+    max_length: the padded length ``T``; ``None`` uses ``max_i T_i``
+      (or rounds it up as ``pad_to_multiple`` or ``pad_lengths`` say).
+    pad_to_multiple: round ``T = max_i T_i`` up to a multiple of this
+      positive int (at least one multiple: ``T >= pad_to_multiple``).
+    pad_lengths: the allowed padded lengths, a strictly increasing sequence
+      of non-negative ints; ``T`` is the smallest one ``>= max_i T_i``.
+      At most one of ``max_length``, ``pad_to_multiple`` and
+      ``pad_lengths`` may be given.
     pad_value: the value of the padded steps; it must be representable in
       ``dtype`` (NaN in an integer array raises).
     dtype: the dtype of ``padded``; ``None`` uses the sequences' common
@@ -83,6 +124,10 @@ def pad_sequences(
            [-1, -1, -1]])
     >>> lengths
     array([3, 1, 0], dtype=int32)
+    >>> jaxrnn.pad_sequences([[1, 2, 3], [4]], pad_to_multiple=4)[0].shape
+    (2, 4)
+    >>> jaxrnn.pad_sequences([[1, 2, 3], [4]], pad_lengths=(2, 8, 32))[0].shape
+    (2, 8)
   """
   if isinstance(sequences, np.ndarray) or not isinstance(sequences, Sequence):
     raise TypeError(
@@ -105,7 +150,19 @@ def pad_sequences(
           f"sequences: every sequence must have shape (T_i, *{trailing}) like "
           f"sequence 0, but sequence {i} has shape {a.shape}")
   lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
-  if max_length is None:
+  given = [name for name, value in (("max_length", max_length),
+                                    ("pad_to_multiple", pad_to_multiple),
+                                    ("pad_lengths", pad_lengths)) if value is not None]
+  if len(given) > 1:
+    raise ValueError(
+        f"{given[1]}: expected at most one of max_length, pad_to_multiple and "
+        f"pad_lengths, got {' and '.join(given)}")
+  if pad_to_multiple is not None:
+    multiple = _check_int(pad_to_multiple, "pad_to_multiple", minimum=1)
+    max_length = multiple * max(1, -(-int(lengths.max()) // multiple))
+  elif pad_lengths is not None:
+    max_length = _padded_length(int(lengths.max()), _check_pad_lengths(pad_lengths))
+  elif max_length is None:
     max_length = int(lengths.max())
   else:
     max_length = _check_int(max_length, "max_length", minimum=0)
@@ -191,6 +248,10 @@ def bucket_by_length(
   the minibatches are shuffled, so every epoch sees different batches while
   lengths within a batch stay similar. More buckets means less padding and
   less randomness; ``num_buckets=1`` shuffles freely (no padding saved).
+
+  Pad each minibatch with ``pad_sequences(..., pad_to_multiple=k)`` or
+  ``pad_sequences(..., pad_lengths=...)`` so that a jitted step compiles for
+  a bounded number of padded lengths over an epoch.
 
   On a skewed distribution the saving is large. For 1000 lengths drawn as
   ``1 + geometric(0.02)`` (mean 52, a tail to 405) and ``batch_size=32``,

@@ -1,0 +1,1 @@
+"""Drop-in modules for Flax linen, Flax NNX and Equinox (optional extras)."""
