@@ -465,6 +465,19 @@ def main(argv=None):
     payload["wall_s"] = time.perf_counter() - t0
     path = benchmarks.write_json("bench-quick" if args.quick else "bench", payload, args.out)
     print(f"\n# wrote {os.path.relpath(path)} ({payload['wall_s']:.0f} s)", flush=True)
+  if payload.get("speed"):
+    plot(path)
+
+
+def plot(path):
+  """The speed-up chart of a results file, next to it (needs matplotlib)."""
+  import importlib.util
+  if importlib.util.find_spec("matplotlib") is None:
+    print("# matplotlib is not installed: no chart (pip install -e '.[bench]')", flush=True)
+    return
+  from benchmarks import plots
+  out = plots.plot_file(path)
+  print(f"# wrote {os.path.relpath(out)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import zipfile
 from typing import NamedTuple
 
@@ -249,6 +250,149 @@ def test_not_a_checkpoint(tmp_path):
   np.savez(tmp_path / "checkpoint_00000001.npz", x=np.ones(2))
   with pytest.raises(ValueError, match=r"^directory: .* is not a jaxrnn checkpoint"):
     jaxrnn.restore_checkpoint(tmp_path, {"x": np.ones(2)})
+
+
+def three_steps(directory):
+  """Checkpoints of steps 1, 2 and 3; returns step 3's path and a like tree."""
+  like = {"params": elman_params(0), "key": jax.random.key(0), "step": 0}
+  for step in (1, 2, 3):
+    tree = {"params": elman_params(step), "key": jax.random.key(step), "step": step}
+    path = jaxrnn.save_checkpoint(directory, step, tree)
+  return path, like
+
+
+def unreadable(path, problem):
+  """The start of the error for ``path`` when steps 1 and 2 precede it."""
+  return (rf"^directory: {re.escape(str(path))} {problem}.*\. Earlier checkpoints in "
+          rf"{re.escape(str(path.parent))}: steps 1, 2; "
+          r"restore_checkpoint\(directory, like, step=2\) loads the latest of them\.$")
+
+
+def test_truncated_file_names_it_and_the_earlier_steps(tmp_path):
+  path, like = three_steps(tmp_path)
+  data = path.read_bytes()
+  # The empty file, inside the zip magic, inside the first entry, mid-file,
+  # inside the central directory, and one byte short.
+  for size in (0, 2, 4, 40, len(data) // 2, len(data) - 60, len(data) - 1):
+    path.write_bytes(data[:size])
+    problem = r"is empty \(truncated or damaged\)" if size == 0 else r"is truncated or damaged \("
+    with pytest.raises(ValueError, match=unreadable(path, problem)):
+      jaxrnn.restore_checkpoint(tmp_path, like)
+  # The message's way out works.
+  restored, step = jaxrnn.restore_checkpoint(tmp_path, like, step=2)
+  assert step == 2 and restored["step"] == 2
+  assert_bit_exact(restored["params"], elman_params(2))
+
+
+def test_damaged_bytes_are_found(tmp_path):
+  path, like = three_steps(tmp_path)
+  data = bytearray(path.read_bytes())
+  with zipfile.ZipFile(path) as archive:
+    info = archive.getinfo("leaf_00001.npy")  # W_h, 9 float32 values
+  # The entry's data ends where the next local header starts; change its last byte.
+  data[info.header_offset + 30 + len(info.filename) + info.file_size - 1] ^= 0x40
+  path.write_bytes(bytes(data))
+  with pytest.raises(ValueError, match=unreadable(
+      path, r"is truncated or damaged \(BadZipFile: Bad CRC-32 for file 'leaf_00001.npy'\)")):
+    jaxrnn.restore_checkpoint(tmp_path, like)
+
+
+def test_foreign_files(tmp_path):
+  path, like = three_steps(tmp_path)
+
+  def text():
+    path.write_text("step,loss\n3,0.25\n")
+
+  def other_zip():
+    with zipfile.ZipFile(path, "w") as archive:
+      archive.writestr("notes.txt", "hello")
+
+  def npy():
+    with open(path, "wb") as f:
+      np.save(f, np.arange(3))
+
+  def manifest(text):
+    with open(path, "wb") as f:
+      np.savez(f, __manifest__=np.frombuffer(text, np.uint8))
+
+  foreign = {
+      "a text file": (text, r"is not a jaxrnn checkpoint \(not a \.npz archive\)"),
+      "a zip of other files": (
+          other_zip, r"is not a jaxrnn checkpoint \(no manifest; it holds \['notes\.txt'\]\)"),
+      "a .npy array": (npy, r"is not a jaxrnn checkpoint \(a \.npy array, not a \.npz archive\)"),
+      "another format's manifest": (
+          lambda: manifest(b'{"format": "x"}'),
+          r"has format 'x' version None; expected 'jaxrnn\.checkpoint' version 1"),
+      "a manifest that is not JSON": (
+          lambda: manifest(b"\xff{"), r"is truncated or damaged \(UnicodeDecodeError"),
+  }
+  for name, (write, problem) in foreign.items():
+    path.unlink()
+    write()
+    with pytest.raises(ValueError, match=unreadable(path, problem)):
+      jaxrnn.restore_checkpoint(tmp_path, like)
+
+
+def test_a_checkpoint_missing_an_entry(tmp_path):
+  path, like = three_steps(tmp_path)
+  with zipfile.ZipFile(path) as archive:
+    entries = {name: archive.read(name) for name in archive.namelist()}
+  with zipfile.ZipFile(path, "w") as archive:
+    for name, data in entries.items():
+      if name != "leaf_00002.npy":
+        archive.writestr(name, data)
+  with pytest.raises(ValueError, match=unreadable(
+      path, r"is truncated or damaged \(KeyError: 'leaf_00002 is not a file in the archive'\)")):
+    jaxrnn.restore_checkpoint(tmp_path, like)
+
+
+def test_no_earlier_step_and_a_chosen_step(tmp_path):
+  path, like = three_steps(tmp_path)
+  first = tmp_path / "checkpoint_00000001.npz"
+  first.write_bytes(first.read_bytes()[:100])
+  with pytest.raises(ValueError, match=(
+      rf"^directory: {re.escape(str(first))} is truncated or damaged .*\. There is no "
+      rf"earlier checkpoint in {re.escape(str(tmp_path))}\.$")):
+    jaxrnn.restore_checkpoint(tmp_path, like, step=1)
+  second = tmp_path / "checkpoint_00000002.npz"
+  second.write_text("not a checkpoint")
+  # Only the steps before the one asked for are offered, step 3 is not.
+  with pytest.raises(ValueError, match=r"Earlier checkpoints in .*: step 1; "
+                     r"restore_checkpoint\(directory, like, step=1\)"):
+    jaxrnn.restore_checkpoint(tmp_path, like, step=2)
+
+
+def test_orbax_round_trip(tmp_path):
+  """Params, an optax state and PRNG keys through orbax, bit for bit."""
+  ocp = pytest.importorskip("orbax.checkpoint")
+  net = jaxrnn.stack(jaxrnn.bidirectional(jaxrnn.lstm(8), jaxrnn.gru(8)), jaxrnn.readout(3))
+  params = net.init_params(jax.random.key(0), 4)
+  optimizer = optax.adam(1e-2)
+  opt_state = optimizer.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for _ in range(2):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  state = {"params": params, "opt_state": opt_state,
+           "key": jax.random.key(7), "rbg_key": jax.random.key(8, impl="rbg")}
+  checkpointer = ocp.StandardCheckpointer()
+  # Typed keys as they are (orbax keeps their implementation) ...
+  checkpointer.save(tmp_path / "typed", state)
+  # ... and as raw key data, rebuilt with jax.random.wrap_key_data.
+  impls = {k: jax.random.key_impl(state[k]) for k in ("key", "rbg_key")}
+  raw = dict(state, **{k: jax.random.key_data(state[k]) for k in impls})
+  checkpointer.save(tmp_path / "raw", raw)
+  checkpointer.wait_until_finished()
+
+  typed = checkpointer.restore(tmp_path / "typed", jax.eval_shape(lambda: state))
+  assert_bit_exact(typed, state)
+  restored = checkpointer.restore(tmp_path / "raw", jax.eval_shape(lambda: raw))
+  restored.update({k: jax.random.wrap_key_data(restored[k], impl=impl)
+                   for k, impl in impls.items()})
+  assert_bit_exact(restored, state)
+  assert isinstance(restored["params"][0], jaxrnn.BidirectionalParams)
+  np.testing.assert_array_equal(jax.random.normal(restored["rbg_key"], (3,)),
+                                jax.random.normal(state["rbg_key"], (3,)))
 
 
 def test_step_may_be_an_array_and_directory_is_created(tmp_path):

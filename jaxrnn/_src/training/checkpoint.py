@@ -6,7 +6,10 @@ arrays of its leaves, keyed by leaf path, plus a JSON manifest (paths,
 dtypes, shapes, step) stored inside the same file. The file is written under
 a temporary name in the same directory and renamed into place
 (``os.replace``), so a crash mid-write never leaves a half-written
-checkpoint under a checkpoint's name. Loading never unpickles anything.
+checkpoint under a checkpoint's name. Loading never unpickles anything, and
+a file that cannot be used (cut short, damaged, or another program's file
+under a checkpoint's name) raises a ``ValueError`` that names it and the
+earlier steps to load instead.
 
 Restoring needs a ``like`` tree (e.g. freshly initialised params and
 ``optimizer.init(params)``): the structure comes from ``like`` and the
@@ -14,6 +17,7 @@ checkpoint must hold exactly its leaves, with the same shapes and dtypes.
 """
 
 import json
+import math
 import os
 import pathlib
 import re
@@ -60,7 +64,7 @@ def _is_key(leaf: Any) -> bool:
 
 def _to_numpy(path: str, leaf: Any) -> tuple[np.ndarray, dict]:
   """One leaf as a storable NumPy array and its manifest entry."""
-  entry = {"path": path}
+  entry: dict[str, Any] = {"path": path}
   if _is_key(leaf):
     entry["key_impl"] = str(jax.random.key_impl(leaf))
     leaf = jax.random.key_data(leaf)
@@ -142,7 +146,8 @@ def save_checkpoint(directory: PathLike, step: int, tree: Any, *,
     raise ValueError(f"keep: expected None or an int >= 1, got {keep!r}")
   directory = pathlib.Path(directory)
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  arrays, entries = {}, []
+  arrays: dict[str, Any] = {}
+  entries = []
   for i, (path, leaf) in enumerate(leaves):
     array, entry = _to_numpy(_path_str(path), leaf)
     entry["key"] = f"leaf_{i:05d}"
@@ -194,17 +199,84 @@ def latest_step(directory: PathLike) -> Optional[int]:
   return steps[-1] if steps else None
 
 
-def _read(path: pathlib.Path) -> tuple[dict, dict]:
-  with np.load(path, allow_pickle=False) as data:
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _unreadable(path: pathlib.Path, problem: str, step: int) -> ValueError:
+  """The error for a checkpoint file that cannot be used, with a way out."""
+  directory = path.parent
+  earlier = [s for s in _steps(directory) if s < step]
+  if earlier:
+    listed = ("step " if len(earlier) == 1 else "steps ") + ", ".join(map(str, earlier))
+    hint = (f"Earlier checkpoints in {directory}: {listed}; "
+            f"restore_checkpoint(directory, like, step={earlier[-1]}) loads the "
+            "latest of them.")
+  else:
+    hint = f"There is no earlier checkpoint in {directory}."
+  return ValueError(f"directory: {path} {problem}. {hint}")
+
+
+def _foreign_or_damaged(path: pathlib.Path) -> str:
+  """Why a file that failed to load failed: its first bytes tell."""
+  with open(path, "rb") as f:
+    head = f.read(len(_ZIP_MAGIC))
+  if not head:
+    return "is empty (truncated or damaged)"
+  if _ZIP_MAGIC.startswith(head):
+    return "is truncated or damaged"
+  return "is not a jaxrnn checkpoint (not a .npz archive)"
+
+
+class _NotACheckpoint(Exception):
+  """A readable file that is something other than a jaxrnn checkpoint."""
+
+
+def _read_unchecked(path: pathlib.Path) -> tuple[dict, dict]:
+  data = np.load(path, allow_pickle=False)
+  if not isinstance(data, np.lib.npyio.NpzFile):
+    raise _NotACheckpoint("is not a jaxrnn checkpoint (a .npy array, not a .npz archive)")
+  with data:
     if _MANIFEST not in data.files:
-      raise ValueError(f"directory: {path} is not a jaxrnn checkpoint (no manifest)")
+      raise _NotACheckpoint(
+          f"is not a jaxrnn checkpoint (no manifest; it holds {sorted(data.files)[:8]})")
     manifest = json.loads(bytes(data[_MANIFEST]).decode("utf-8"))
+    if not isinstance(manifest, dict):
+      raise _NotACheckpoint("is not a jaxrnn checkpoint (its manifest is not a JSON object)")
     if manifest.get("format") != _FORMAT or manifest.get("version") != _VERSION:
-      raise ValueError(
-          f"directory: {path} has format {manifest.get('format')!r} version "
+      raise _NotACheckpoint(
+          f"has format {manifest.get('format')!r} version "
           f"{manifest.get('version')!r}; expected {_FORMAT!r} version {_VERSION}")
-    arrays = {e["path"]: (e, data[e["key"]]) for e in manifest["leaves"]}
+    arrays = {}
+    for entry in manifest["leaves"]:
+      array = data[entry["key"]]  # reading checks the entry's CRC-32
+      dtype = np.dtype(jnp.dtype(entry["dtype"]))
+      if (array.dtype.itemsize != dtype.itemsize
+          or array.size != math.prod(entry["shape"])):
+        raise ValueError(
+            f"leaf {entry['path']} holds {array.size} x {array.dtype}, its "
+            f"manifest {entry['shape']} x {dtype}")
+      arrays[entry["path"]] = (entry, array)
+    manifest["step"] = int(manifest["step"])
   return manifest, arrays
+
+
+def _read(path: pathlib.Path, step: int) -> tuple[dict, dict]:
+  """The manifest and ``{leaf path: (entry, array)}`` of a checkpoint file.
+
+  Every way a file can be unusable (cut short by a full disk or a killed
+  copy, bytes changed on the way, another program's file under a
+  checkpoint's name) raises a ``ValueError`` that names the file and the
+  earlier steps there are to fall back on.
+  """
+  try:
+    return _read_unchecked(path)
+  except (FileNotFoundError, PermissionError, IsADirectoryError):
+    raise
+  except _NotACheckpoint as err:
+    raise _unreadable(path, str(err), step) from None
+  except Exception as err:  # noqa: BLE001 - zipfile, numpy and json errors alike
+    problem = _foreign_or_damaged(path)
+    raise _unreadable(path, f"{problem} ({type(err).__name__}: {err})", step) from err
 
 
 def _like_spec(leaf: Any) -> tuple[tuple, Any, Optional[str]]:
@@ -262,7 +334,10 @@ def restore_checkpoint(directory: PathLike, like: Any, *,
 
   Raises:
     FileNotFoundError: no checkpoint (of ``step``) in ``directory``.
-    ValueError: the checkpoint does not match ``like``.
+    ValueError: the checkpoint does not match ``like``; or its file is
+      truncated, damaged or not a jaxrnn checkpoint, in which case the
+      message names the file and the earlier steps that can be loaded
+      instead with ``step=``.
 
   Example:
     >>> import tempfile, jax.numpy as jnp, jaxrnn
@@ -283,7 +358,7 @@ def restore_checkpoint(directory: PathLike, like: Any, *,
     raise FileNotFoundError(
         f"step: no checkpoint of step {step} in {directory} (steps there: "
         f"{_steps(directory)})")
-  manifest, stored = _read(path)
+  manifest, stored = _read(path, step)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
   wanted = [_path_str(p) for p, _ in leaves]
   missing = [p for p in wanted if p not in stored]
