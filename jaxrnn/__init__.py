@@ -6,14 +6,14 @@ with ``jax.lax.scan``; minibatches are ``jax.vmap``.
 
 from jaxrnn._src.base import Cell as Cell
 from jaxrnn._src.base import Layer as Layer
-from jaxrnn._src.cells.gated import ElmanParams as ElmanParams
-from jaxrnn._src.cells.gated import GRUParams as GRUParams
-from jaxrnn._src.cells.gated import LayerNormParams as LayerNormParams
-from jaxrnn._src.cells.gated import LSTMParams as LSTMParams
-from jaxrnn._src.cells.gated import LSTMState as LSTMState
-from jaxrnn._src.cells.gated import elman as elman
-from jaxrnn._src.cells.gated import gru as gru
-from jaxrnn._src.cells.gated import lstm as lstm
+from jaxrnn._src.cells.elman import ElmanParams as ElmanParams
+from jaxrnn._src.cells.gru import GRUParams as GRUParams
+from jaxrnn._src.cells.common import LayerNormParams as LayerNormParams
+from jaxrnn._src.cells.lstm import LSTMParams as LSTMParams
+from jaxrnn._src.cells.lstm import LSTMState as LSTMState
+from jaxrnn._src.cells.elman import elman as elman
+from jaxrnn._src.cells.gru import gru as gru
+from jaxrnn._src.cells.lstm import lstm as lstm
 from jaxrnn._src.training.checkpoint import latest_step as latest_step
 from jaxrnn._src.training.checkpoint import restore_checkpoint as restore_checkpoint
 from jaxrnn._src.training.checkpoint import save_checkpoint as save_checkpoint
@@ -26,14 +26,16 @@ from jaxrnn._src.training.distributed import batch_mesh as batch_mesh
 from jaxrnn._src.training.distributed import data_parallel_step as data_parallel_step
 from jaxrnn._src.training.distributed import replicate as replicate
 from jaxrnn._src.training.distributed import shard_batch as shard_batch
-from jaxrnn._src.layers.core import BidirectionalCarry as BidirectionalCarry
-from jaxrnn._src.layers.core import BidirectionalParams as BidirectionalParams
-from jaxrnn._src.layers.core import LearnedCarryParams as LearnedCarryParams
-from jaxrnn._src.layers.core import ReadoutParams as ReadoutParams
-from jaxrnn._src.layers.core import bidirectional as bidirectional
-from jaxrnn._src.layers.core import readout as readout
-from jaxrnn._src.layers.core import rnn as rnn
-from jaxrnn._src.layers.core import stack as stack
+from jaxrnn._src.layers.bidirectional import BidirectionalCarry as BidirectionalCarry
+from jaxrnn._src.layers.bidirectional import BidirectionalParams as BidirectionalParams
+from jaxrnn._src.layers.rnn import LearnedCarryParams as LearnedCarryParams
+from jaxrnn._src.layers.readout import ReadoutParams as ReadoutParams
+from jaxrnn._src.layers.bidirectional import bidirectional as bidirectional
+from jaxrnn._src.layers.readout import readout as readout
+from jaxrnn._src.layers.rnn import rnn as rnn
+from jaxrnn._src.layers.stack import stack as stack
+from jaxrnn._src.engine.settings import EngineSettings as EngineSettings
+from jaxrnn._src.engine.settings import engine_settings as engine_settings
 from jaxrnn._src.training.losses import sequence_loss as sequence_loss
 from jaxrnn._src.cells.mgu import MGUParams as MGUParams
 from jaxrnn._src.cells.mgu import mgu as mgu
@@ -55,8 +57,26 @@ from jaxrnn._src.training.tasks import language_model_loss as language_model_los
 from jaxrnn._src.training.tasks import last_step as last_step
 from jaxrnn._src.training.tasks import per_step_cross_entropy as per_step_cross_entropy
 from jaxrnn._src.training.tasks import pooled as pooled
+from jaxrnn._src.cells.two_d import Elman2DParams as Elman2DParams
+from jaxrnn._src.cells.two_d import LSTM2DParams as LSTM2DParams
+from jaxrnn._src.cells.two_d import elman2d as elman2d
+from jaxrnn._src.cells.two_d import lstm2d as lstm2d
+from jaxrnn._src.layers.two_d import ReNetCarry as ReNetCarry
+from jaxrnn._src.layers.two_d import ReNetParams as ReNetParams
+from jaxrnn._src.layers.two_d import multidirectional as multidirectional
+from jaxrnn._src.layers.two_d import renet as renet
+from jaxrnn._src.layers.two_d import rnn2d as rnn2d
 
-__version__ = "0.1.0"
+from jaxrnn._version import __version__ as __version__
+
+
+def __getattr__(name):
+  # jaxrnn.flax, jaxrnn.nnx and jaxrnn.equinox import their framework, so
+  # they load on first use only (an ImportError names the extra to install).
+  if name in ("flax", "nnx", "equinox"):
+    import importlib
+    return importlib.import_module(f"jaxrnn.{name}")
+  raise AttributeError(f"module 'jaxrnn' has no attribute {name!r}")
 
 __all__ = (
     "BidirectionalCarry",
@@ -64,6 +84,7 @@ __all__ = (
     "Cell",
     "ConvLSTMParams",
     "ElmanParams",
+    "EngineSettings",
     "GRUParams",
     "LRUParams",
     "LRUState",
@@ -84,6 +105,7 @@ __all__ = (
     "conv_lstm",
     "data_parallel_step",
     "elman",
+    "engine_settings",
     "gru",
     "labelling_loss",
     "language_model_loss",
@@ -110,4 +132,13 @@ __all__ = (
     "tbptt",
     "tbptt_step",
     "unpad_sequences",
+    "Elman2DParams",
+    "LSTM2DParams",
+    "ReNetCarry",
+    "ReNetParams",
+    "elman2d",
+    "lstm2d",
+    "multidirectional",
+    "renet",
+    "rnn2d",
 )
