@@ -1,4 +1,8 @@
-"""Cells on one example: `cell_apply` against NumPy, weight layout, init."""
+"""Cells on one example: `cell_apply` against NumPy, its decomposition into
+the engine's hooks, the hand-written tangents, weight layout, init."""
+
+import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -7,11 +11,13 @@ import pytest
 
 import jaxrnn
 import reference as ref
+from jaxrnn._src.engine.hooks import hooks_of
 from reference import CASE_IDS, CASES, D, H, P
 
 PARAMS_TYPES = {"elman": jaxrnn.ElmanParams, "lstm": jaxrnn.LSTMParams,
                 "gru": jaxrnn.GRUParams}
 NUM_GATES = {"elman": 1, "lstm": 4, "gru": 3}
+tree_map = jax.tree_util.tree_map
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -27,12 +33,6 @@ def test_cell_apply_matches_numpy(case):
     c_np, y_np = case.step(p_np, c_np, np.asarray(xs[t], np.float64))
     assert y.shape == (case.out_size,)
     ref.assert_tree_close((carry, y), (c_np, y_np), err_msg=f"step {t}")
-  # The hoisted form used by rnn: recurrence(p, c, project_inputs(p, x)).
-  carry0 = ref.random_like(cell.init_carry(), 3)
-  zx = cell.project_inputs(params, xs[0])
-  got = cell.recurrence(params, carry0, zx)
-  want = case.step(p_np, ref.np_carry(carry0), np.asarray(xs[0], np.float64))
-  ref.assert_tree_close(got, want)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -56,59 +56,138 @@ def test_cell_sizes_and_carry(case):
     assert leaf.dtype == jnp.float16
 
 
-def _concat_form_step(case, p, carry, x):
-  """One step written with W_m = [W_x; W_h] applied to [x, h] (NumPy)."""
-  W_m = np.concatenate([p["W_x"], p["W_h"]], axis=0)
-  b_x, b_h = p["b_x"], p["b_h"]
-  if case.kind == "elman":
-    act = {"elman_tanh": np.tanh, "elman_relu": ref.relu}[case.name]
-    h = act(np.concatenate([x, carry]) @ W_m + b_x + b_h)
-    return h, h
-  if case.kind == "lstm":
-    h, c = carry
-    z = np.concatenate([x, h]) @ W_m + b_x + b_h
-    i, f, g, o = np.split(z, 4)
-    c = ref.sigmoid(f) * c + ref.sigmoid(i) * np.tanh(g)
-    h = ref.sigmoid(o) * np.tanh(c)
-    if p["W_hr"] is not None:
-      h = h @ p["W_hr"]
-    return (h, c), h
-  h = carry
-  xh = np.concatenate([x, h])
-  r, z = np.split(ref.sigmoid(xh @ W_m[:, :2 * H] + b_x[:2 * H] + b_h[:2 * H]), 2)
-  W_n = W_m[:, 2 * H:]
-  if case.name == "gru":
-    # The recurrent part of n sits inside r * (...): apply W_m's n columns to
-    # [x, 0] and [0, h] separately.
-    x_part = np.concatenate([x, np.zeros(H)]) @ W_n + b_x[2 * H:]
-    h_part = np.concatenate([np.zeros(D), h]) @ W_n + b_h[2 * H:]
-    n = np.tanh(x_part + r * h_part)
-  else:
-    n = np.tanh(np.concatenate([x, r * h]) @ W_n + b_x[2 * H:] + b_h[2 * H:])
-  h = (1 - z) * n + z * h
-  return h, h
+# ---------------------------------------------------------------------------
+# Every built-in cell: cell_apply is the engine's step of the projected
+# input, and both are its NumPy reference.
+
+CIN, C, ROWS, COLS = 2, 3, 4, 3  # conv_lstm: channels and map
+EVERY_CELL = {
+    **{c.name: (c.make, c.step, (D,)) for c in CASES},
+    "lstm_peephole": (lambda: jaxrnn.lstm(H, peephole=True), ref.lstm_step, (D,)),
+    "lstm_layer_norm": (lambda: jaxrnn.lstm(H, layer_norm=True), ref.lstm_step, (D,)),
+    "lstm_every_option": (
+        lambda: jaxrnn.lstm(H, peephole=True, layer_norm=True, proj_size=P,
+                            layer_norm_eps=1e-3),
+        functools.partial(ref.lstm_step, eps=1e-3), (D,)),
+    "gru_layer_norm": (lambda: jaxrnn.gru(H, layer_norm=True), ref.gru_step, (D,)),
+    "mgu": (lambda: jaxrnn.mgu(H), ref.mgu_step, (D,)),
+    "mgu_nobias": (lambda: jaxrnn.mgu(H, bias=False), ref.mgu_step, (D,)),
+    "conv_lstm": (lambda: jaxrnn.conv_lstm(C, 3, (ROWS, COLS)), ref.conv_lstm_step,
+                  (ROWS, COLS, CIN)),
+    "conv_lstm_peephole_1x3": (
+        lambda: jaxrnn.conv_lstm(C, (1, 3), (ROWS, COLS), peephole=True, bias=False),
+        ref.conv_lstm_step, (ROWS, COLS, CIN)),
+    "min_gru": (lambda: jaxrnn.min_gru(H), ref.min_gru_step, (D,)),
+    "min_lstm": (lambda: jaxrnn.min_lstm(H), ref.min_lstm_step, (D,)),
+    "lru": (lambda: jaxrnn.lru(H, r_min=0.5, r_max=0.9), ref.lru_step, (D,)),
+}
 
 
-CONCAT_CASES = [ref.BY_NAME[n] for n in
-                ("elman_tanh", "elman_relu", "lstm", "lstm_proj", "gru", "gru_before")]
+@pytest.mark.parametrize("name", sorted(EVERY_CELL))
+def test_cell_apply_is_the_hooks_step_and_matches_numpy(name):
+  make, step, in_shape = EVERY_CELL[name]
+  cell = make()
+  hooks = hooks_of(cell)
+  assert hooks is not None
+  params = ref.random_params(cell, 20, input_size=in_shape[-1])
+  carry = ref.random_like(cell.init_carry(), 21)
+  x = ref.random_xs(22, in_shape)
+
+  @jax.jit
+  def both(params, carry, x):
+    return (cell.cell_apply(params, carry, x),
+            hooks.step(params, carry, hooks.project(params, x), None))
+
+  got, via_hooks = both(params, carry, x)
+  ref.assert_tree_close(via_hooks, got, rtol=0, atol=0)
+  want = step(ref.np_params(params), ref.np_carry(carry), np.asarray(x, np.float64))
+  ref.assert_tree_close(got, want, err_msg=name)
 
 
-@pytest.mark.parametrize("case", CONCAT_CASES, ids=[c.name for c in CONCAT_CASES])
-def test_weight_layout_matches_concatenated_form(case):
-  cell = case.make()
-  params = ref.random_params(cell, 10)
-  G = NUM_GATES[case.kind]
-  rows_h = case.out_size
-  assert params.W_x.shape == (D, G * H)
-  assert params.W_h.shape == (rows_h, G * H)
-  assert params.b_x.shape == params.b_h.shape == (G * H,)
-  carry = ref.random_like(cell.init_carry(), 11)
-  x = ref.random_xs(12, (D,))
-  got = cell.cell_apply(params, carry, x)
-  want = _concat_form_step(case, ref.np_params(params), ref.np_carry(carry),
-                           np.asarray(x, np.float64))
-  ref.assert_tree_close(got, want)
+def test_user_cells_have_no_hooks():
+  cell = jaxrnn.lstm(H)
+  assert hooks_of(jaxrnn.Cell(cell.init_params, cell.init_carry,
+                              lambda p, c, x: cell.cell_apply(p, c, x))) is None
+  assert hooks_of(cell._replace(cell_apply=functools.partial(cell.cell_apply))) is None
 
+
+# ---------------------------------------------------------------------------
+# The hand-written tangents of the fused path: each is the JVP of its
+# pointwise equation, and its transpose is the equation's VJP.
+
+TANGENT_CELLS = {
+    "elman_tanh": (lambda: jaxrnn.elman(H), (D,)),
+    "elman_relu": (lambda: jaxrnn.elman(H, activation="relu"), (D,)),
+    "lstm": (lambda: jaxrnn.lstm(H), (D,)),
+    "lstm_nobias": (lambda: jaxrnn.lstm(H, bias=False), (D,)),
+    "gru": (lambda: jaxrnn.gru(H), (D,)),
+    "gru_nobias": (lambda: jaxrnn.gru(H, bias=False), (D,)),
+    "conv_lstm": (lambda: jaxrnn.conv_lstm(C, 3, (ROWS, COLS)), (ROWS, COLS, CIN)),
+}
+
+
+def test_which_cells_have_a_hand_written_tangent():
+  for name, (make, _) in TANGENT_CELLS.items():
+    assert hooks_of(make()).product.tangent is not None, name
+  # A product, but JAX differentiates its pointwise equation.
+  for cell in (jaxrnn.elman(H, activation=jnp.sin), jaxrnn.lstm(H, proj_size=P),
+               jaxrnn.lstm(H, peephole=True), jaxrnn.lstm(H, layer_norm=True),
+               jaxrnn.gru(H, layer_norm=True),
+               jaxrnn.conv_lstm(C, 3, (ROWS, COLS), peephole=True)):
+    assert hooks_of(cell).product is not None and hooks_of(cell).product.tangent is None
+  # No single recurrent product: the reference scan.
+  for cell in (jaxrnn.gru(H, reset_after=False), jaxrnn.mgu(H)):
+    assert hooks_of(cell).product is None and hooks_of(cell).linear is None
+  for cell in (jaxrnn.min_gru(H), jaxrnn.min_lstm(H), jaxrnn.lru(H)):
+    assert hooks_of(cell).product is None and hooks_of(cell).linear is not None
+
+
+def _pointwise_inputs(cell, in_shape, seed):
+  """float64 params, carry, zx_t and zh_t of the right shapes."""
+  hooks = hooks_of(cell)
+  params = ref.random_params(cell, seed, input_size=in_shape[-1], scale=0.8)
+  carry = ref.random_like(cell.init_carry(), seed + 1, scale=0.8)
+  zx = hooks.project(params, ref.random_xs(seed + 2, in_shape, np.float64))
+  zh = hooks.product.recur(params, hooks.product.hidden(carry))
+  # Fresh values of the same shapes: pre-activations of order one.
+  zx, zh = ref.random_like((zx, zh), seed + 3, scale=1.5)
+  return params, carry, zx, zh
+
+
+@pytest.mark.parametrize("name", sorted(TANGENT_CELLS))
+def test_tangent_is_the_jvp_of_pointwise(name, x64):
+  make, in_shape = TANGENT_CELLS[name]
+  cell = make()
+  product = hooks_of(cell).product
+  params, carry, zx, zh = _pointwise_inputs(cell, in_shape, 30)
+  assert zx.dtype == jnp.float64
+  tangents = ref.random_like((params, carry, zx, zh), 34, scale=1.0)
+
+  def equation(p, c, zx_t, zh_t):
+    new_c, y, _ = product.pointwise(p, c, zx_t, zh_t)
+    return new_c, y
+
+  @jax.jit
+  def both(primals, tangents):
+    _, _, res = product.pointwise(*primals)
+    h_tm1 = product.hidden(primals[1])
+    _, want = jax.jvp(equation, primals, tangents)
+    got = product.tangent(primals[0], h_tm1, res, *tangents)
+    # The transpose of the tangent map at these residuals, against the VJP.
+    cotangent = ref.random_like(want, 35, scale=1.0)
+    linear = lambda *t: product.tangent(primals[0], h_tm1, res, *t)
+    transposed = jax.linear_transpose(linear, *tangents)(cotangent)
+    _, vjp = jax.vjp(equation, *primals)
+    return got, want, transposed, vjp(cotangent)
+
+  got, want, transposed, vjp = both((params, carry, zx, zh), tangents)
+  assert any(np.any(np.asarray(w) != 0) for w in jax.tree_util.tree_leaves(want))
+  ref.assert_tree_close(got, want, rtol=1e-12, atol=1e-12, err_msg="jvp")
+  ref.assert_tree_close(transposed, vjp, rtol=1e-12, atol=1e-12, err_msg="transpose")
+
+
+# ---------------------------------------------------------------------------
+# Weight layout and initialisation.
 
 INIT_CASES = [ref.BY_NAME[n] for n in ("elman_tanh", "lstm", "lstm_proj", "gru")]
 
@@ -123,9 +202,11 @@ def test_default_init(case):
   rows_h = case.out_size
   assert params.W_x.shape == (big_d, G * H)
   assert params.W_h.shape == (rows_h, G * H)
+  assert params.b_x.shape == params.b_h.shape == (G * H,)
   for leaf in jax.tree_util.tree_leaves(params):
     assert leaf.dtype == jnp.float32
-  # Input matrix: LeCun normal, variance 1 / fan_in.
+  # Input matrix: LeCun normal, variance 1 / fan_in (its shape is
+  # test_lecun_normal_input_init).
   W_x = np.asarray(params.W_x, np.float64)
   assert abs(W_x.mean()) < 0.2 / np.sqrt(big_d)
   np.testing.assert_allclose(W_x.std(), 1 / np.sqrt(big_d), rtol=0.15)
@@ -154,6 +235,36 @@ def test_default_init(case):
   ref.assert_tree_close(again, params, rtol=0, atol=0)
   other = cell.init_params(jax.random.key(1), big_d)
   assert not np.allclose(other.W_x, params.W_x)
+
+
+def _truncated_normal_cdf(x, a=2.0):
+  """The CDF of a standard normal truncated to [-a, a]."""
+  phi = np.vectorize(lambda t: 0.5 * (1 + math.erf(t / math.sqrt(2))))
+  return (phi(np.clip(x, -a, a)) - phi(-a)) / (phi(a) - phi(-a))
+
+
+def test_lecun_normal_input_init():
+  """``W_x`` is LeCun normal as JAX (and Flax) define it: a normal truncated
+  at two standard deviations, rescaled to variance exactly 1 / fan_in. Its
+  variance, its kurtosis (2.37, against 1.8 for a uniform and 3 for an
+  untruncated normal of the same variance) and its whole distribution
+  (Kolmogorov-Smirnov) are checked on 131,072 draws."""
+  fan_in, a = 512, 2.0
+  W_x = jaxrnn.elman(256).init_params(jax.random.key(3), fan_in).W_x
+  w = np.sort(np.asarray(W_x, np.float64).ravel())
+  n = w.size
+  np.testing.assert_allclose(w.var(), 1 / fan_in, rtol=0.02)
+  # Moments of the standard normal truncated to [-a, a].
+  density = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
+  mass = math.erf(a / math.sqrt(2))
+  m2 = 1 - 2 * a * density / mass
+  m4 = 3 - 2 * (a ** 3 + 3 * a) * density / mass
+  kurtosis = np.mean((w - w.mean()) ** 4) / w.var() ** 2
+  np.testing.assert_allclose(kurtosis, m4 / m2 ** 2, atol=0.05)
+  # Kolmogorov-Smirnov against that distribution (1% critical value).
+  cdf = _truncated_normal_cdf(w * math.sqrt(fan_in * m2), a)
+  ks = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+  assert ks < 1.63 / math.sqrt(n), ks
 
 
 @pytest.mark.parametrize("forget_bias", [0.0, 2.5])
@@ -198,16 +309,18 @@ def test_bias_false(make):
     (jnp.tanh, "tanh", np.tanh), (jax.lax.tanh, "tanh", np.tanh),
     (jax.nn.relu, "relu", ref.relu)])
 def test_elman_recognises_jax_activation_functions(fn, name, np_fn):
-  # JAX's own tanh/relu select the named activation, and with it the fused
-  # scans; any other callable runs the plain ones.
+  # JAX's own tanh/relu select the named activation, and with it the
+  # hand-written tangent of the fused path; any other callable is
+  # differentiated by JAX.
   cell = jaxrnn.elman(H, activation=fn)
-  assert dict(cell.config)["activation"] == name and cell.fused is not None
-  assert jaxrnn.elman(H, activation=lambda z: jnp.tanh(z)).fused is None
+  assert dict(cell.config)["activation"] == name
+  assert hooks_of(cell).product.tangent is not None
+  assert hooks_of(jaxrnn.elman(H, activation=lambda z: jnp.tanh(z))).product.tangent is None
   layer = jaxrnn.rnn(cell)
   params = ref.random_params(layer, 0)
   xs = ref.random_xs(1)
   ys, _ = layer.apply(params, xs)
-  want, _ = ref.run(lambda p, h, x: ref.elman_step(p, h, x, np_fn),
+  want, _ = ref.run(functools.partial(ref.elman_step, activation=np_fn),
                     ref.np_params(params), np.asarray(xs, np.float64),
                     np.zeros(H), H)
   np.testing.assert_allclose(ys, want, rtol=2e-5, atol=2e-5)

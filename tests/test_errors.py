@@ -1,4 +1,7 @@
-"""Bad arguments raise at trace time, naming the argument."""
+"""Bad arguments raise at trace time with a message of the form
+"<argument>: expected <what>, got <what was passed>"."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +33,18 @@ def _trace(layer, params, xs, **kwargs):
   return jax.eval_shape(lambda p, x: layer.apply(p, x, **kwargs), params, xs)
 
 
+# The end of a message: JAX appends a note on traceback filtering to errors
+# raised while tracing.
+END = r"(\n|$)"
+# The owner named by the layers' checks of xs.
+APPLY = {"rnn": r"rnn\.apply", "bidirectional": r"rnn\.apply", "stack": r"rnn\.apply",
+         "readout": r"readout\.apply"}
+VMAP_HINT = (r"apply works on ONE sequence: for a minibatch use "
+             r"jax\.vmap\(layer\.apply, in_axes=\(None, 0\)\) \(and vmap `length` too\)")
+ONE_EXAMPLE = r"; a carry is for ONE example \(vmap for a minibatch\)"
+ANOTHER = r"; were these params made by another cell or layer\?"
+
+
 # ---------------------------------------------------------------------------
 # Inputs.
 
@@ -39,7 +54,8 @@ def test_wrong_input_size(name):
   layer = _layers()[name]
   params = _abstract_params(layer)
   _trace(layer, params, jnp.ones((T, D)))  # the right size traces
-  with pytest.raises(ValueError, match=r"^xs: .*\(T, 3\)"):
+  with pytest.raises(ValueError, match=rf"^xs: {APPLY[name]} expects shape \(T, 3\) to match "
+                     rf"its params' input_size=3, got shape \(5, 4\){END}"):
     _trace(layer, params, jnp.ones((T, D + 1)))
 
 
@@ -47,15 +63,25 @@ def test_wrong_input_size(name):
 def test_batched_xs_without_vmap(name):
   layer = _layers()[name]
   params = _abstract_params(layer)
-  with pytest.raises(ValueError, match=r"^xs: (?s:.*)jax\.vmap"):
-    _trace(layer, params, jnp.ones((2, T, D)))
-  with pytest.raises(ValueError, match=r"^xs: .*rank 1"):
+  # readout also maps images (R, C, input_size): a batch of sequences is
+  # rank 3 for the others, a batch of images rank 4 for readout.
+  if name == "readout":
+    batched, hint = (2, 4, T, D), ""
+  else:
+    batched, hint = (2, T, D), "; " + VMAP_HINT
+  with pytest.raises(ValueError, match=rf"^xs: {APPLY[name]} expects shape \(T, input_size\), "
+                     rf"got shape {re.escape(str(batched))} \(rank {len(batched)}\)"
+                     rf"{hint}{END}"):
+    _trace(layer, params, jnp.ones(batched))
+  with pytest.raises(ValueError, match=rf"^xs: {APPLY[name]} expects shape \(T, input_size\), "
+                     rf"got shape \(3,\) \(rank 1\){END}"):
     _trace(layer, params, jnp.ones((D,)))
 
 
 def test_integer_xs():
   layer = jaxrnn.rnn(jaxrnn.gru(H))
-  with pytest.raises(TypeError, match=r"^xs: .*float"):
+  with pytest.raises(TypeError, match=rf"^xs: expected a floating-point array, got dtype "
+                     rf"int32{END}"):
     _trace(layer, _abstract_params(layer), jnp.ones((T, D), jnp.int32))
 
 
@@ -64,11 +90,14 @@ def test_cell_apply_wrong_x(case):
   cell = case.make()
   params = _abstract_params(cell)
   carry = cell.init_carry()
-  with pytest.raises(ValueError, match=r"^x: .*\(3,\)"):
+  with pytest.raises(ValueError, match=rf"^x: cell_apply expects shape \(3,\), got shape "
+                     rf"\(4,\){END}"):
     jax.eval_shape(cell.cell_apply, params, carry, jnp.ones(D + 1))
-  with pytest.raises(ValueError, match=r"^x: "):
+  with pytest.raises(ValueError, match=rf"^x: cell_apply expects shape \(3,\), got shape "
+                     rf"\(1, 3\){END}"):
     jax.eval_shape(cell.cell_apply, params, carry, jnp.ones((1, D)))
-  with pytest.raises(TypeError, match=r"^x: .*float"):
+  with pytest.raises(TypeError, match=rf"^x: expected a floating-point array, got dtype "
+                     rf"int32{END}"):
     jax.eval_shape(cell.cell_apply, params, carry, jnp.ones(D, jnp.int32))
 
 
@@ -81,18 +110,20 @@ def test_bad_length(name):
   layer = _layers()[name]
   params = _abstract_params(layer)
   xs = jnp.ones((T, D))
-  for bad in (3.0, jnp.float32(3), np.float64(3), True):
-    with pytest.raises(TypeError, match=r"^length: "):
+  not_a_scalar = (rf"^length: expected a scalar \(one sequence\), got shape \(2,\); for a "
+                  rf"minibatch, vmap over `length` together with `xs`{END}")
+  for bad, got in ((3.0, "float"), (jnp.float32(3), "dtype float32"),
+                   (np.float64(3), "dtype float64"), (True, "bool"), ("3", "str")):
+    with pytest.raises(TypeError, match=rf"^length: expected an integer scalar, got {got}{END}"):
       _trace(layer, params, xs, length=bad)
-  with pytest.raises(TypeError, match=r"^length: "):
-    _trace(layer, params, xs, length="3")
-  with pytest.raises(ValueError, match=r"^length: .*scalar"):
+  with pytest.raises(ValueError, match=not_a_scalar):
     _trace(layer, params, xs, length=jnp.array([2, 3]))
   # Traced too.
-  with pytest.raises(TypeError, match=r"^length: "):
-    jax.eval_shape(lambda n: layer.apply(params, xs, length=n), jnp.float32(2))
-  with pytest.raises(ValueError, match=r"^length: .*scalar"):
-    jax.eval_shape(lambda n: layer.apply(params, xs, length=n), jnp.ones(2, jnp.int32))
+  with pytest.raises(TypeError, match=rf"^length: expected an integer scalar, got dtype "
+                     rf"float32{END}"):
+    jax.eval_shape(lambda p, n: layer.apply(p, xs, length=n), params, jnp.float32(2))
+  with pytest.raises(ValueError, match=not_a_scalar):
+    jax.eval_shape(lambda p, n: layer.apply(p, xs, length=n), params, jnp.ones(2, jnp.int32))
 
 
 # ---------------------------------------------------------------------------
@@ -103,21 +134,28 @@ def test_params_of_another_cell():
   lstm_layer, gru_layer = jaxrnn.rnn(jaxrnn.lstm(H)), jaxrnn.rnn(jaxrnn.gru(H))
   gru_params = _abstract_params(gru_layer)
   xs = jnp.ones((T, D))
-  with pytest.raises(TypeError, match=r"^params: .*LSTMParams.*GRUParams"):
+  def another(owner, want, got):
+    return rf"^params: {owner} expects {want}, got {got}{ANOTHER}{END}"
+
+  with pytest.raises(TypeError, match=another(r"lstm\(hidden_size=4\)", "LSTMParams",
+                                              "GRUParams")):
     _trace(lstm_layer, gru_params, xs)
-  with pytest.raises(TypeError, match=r"^params: .*GRUParams"):
+  with pytest.raises(TypeError, match=another(r"gru\(hidden_size=4\)", "GRUParams",
+                                              "ElmanParams")):
     _trace(gru_layer, _abstract_params(jaxrnn.rnn(jaxrnn.elman(H))), xs)
-  with pytest.raises(TypeError, match=r"^params: .*ElmanParams"):
+  with pytest.raises(TypeError, match=another(r"elman\(hidden_size=4\)", "ElmanParams",
+                                              "GRUParams")):
     cell = jaxrnn.elman(H)
     jax.eval_shape(cell.cell_apply, gru_params, cell.init_carry(), jnp.ones(D))
   bidir = ref.bidirectional_layer()
-  with pytest.raises(TypeError, match=r"^params: .*BidirectionalParams"):
+  with pytest.raises(TypeError, match=another("bidirectional", "BidirectionalParams", "tuple")):
     _trace(bidir, (gru_params, gru_params), xs)
-  with pytest.raises(TypeError, match=r"^params: "):
+  with pytest.raises(TypeError, match=another("bidirectional", "BidirectionalParams", "tuple")):
     _trace(bidir, _abstract_params(jaxrnn.stack(ref.bidirectional_layer())), xs)
-  with pytest.raises(TypeError, match=r"^params: .*ReadoutParams"):
+  with pytest.raises(TypeError, match=another(r"readout\(output_size=2\)", "ReadoutParams",
+                                              "GRUParams")):
     _trace(jaxrnn.readout(2), gru_params, xs)
-  with pytest.raises(TypeError, match=r"^params: "):
+  with pytest.raises(TypeError, match=another(r"lstm\(hidden_size=4\)", "LSTMParams", "dict")):
     _trace(lstm_layer, {"W_x": jnp.ones((D, 4 * H))}, xs)
 
 
@@ -125,11 +163,13 @@ def test_params_of_another_layer():
   stack = ref.stack_layer()
   params = _abstract_params(stack)
   xs = jnp.ones((T, D))
-  with pytest.raises(TypeError, match=r"^params: .*4 entries, got 3"):
+  entries = r"^params: stack of 4 layers expects a tuple of 4 entries, got {} entries" + END
+  with pytest.raises(TypeError, match=entries.format(3)):
     _trace(stack, params[:3], xs)
-  with pytest.raises(TypeError, match=r"^params: "):
+  with pytest.raises(TypeError, match=entries.format(9)):  # an LSTMParams: 9 fields
     _trace(stack, params[0], xs)
-  with pytest.raises(TypeError, match=r"^params: "):
+  with pytest.raises(TypeError, match=rf"^params: lstm\(hidden_size=4\) expects LSTMParams, "
+                     rf"got tuple{ANOTHER}{END}"):
     _trace(jaxrnn.rnn(jaxrnn.lstm(H)), params, xs)
 
 
@@ -140,10 +180,14 @@ def test_params_of_wrong_hidden_size(make):
   xs = jnp.ones((T, D))
   layer = jaxrnn.rnn(make(H))
   params = _abstract_params(jaxrnn.rnn(make(H + 1)))
-  with pytest.raises(ValueError, match=r"^params\.(W_x|W_h|b_x|b_h|W_hr): "):
-    _trace(layer, params, xs)
   cell = make(H)
-  with pytest.raises(ValueError, match=r"^params\.(W_x|W_h|b_x|b_h|W_hr): "):
+  owner = re.escape(dict(cell.config)["kind"]) + r"\(hidden_size=4(, proj_size=2)?\)"
+  gates = {"elman": 1, "lstm": 4, "gru": 3}[dict(cell.config)["kind"]]
+  message = (rf"^params\.W_x: {owner} expects shape \(input_size, {gates * H}\), got "
+             rf"\(3, {gates * (H + 1)}\){END}")
+  with pytest.raises(ValueError, match=message):
+    _trace(layer, params, xs)
+  with pytest.raises(ValueError, match=message):
     jax.eval_shape(cell.cell_apply, params, cell.init_carry(), jnp.ones(D))
 
 
@@ -151,11 +195,14 @@ def test_lstm_projection_params_mismatch():
   xs = jnp.ones((T, D))
   proj, plain = jaxrnn.rnn(jaxrnn.lstm(H, proj_size=P)), jaxrnn.rnn(jaxrnn.lstm(H))
   proj_params = _abstract_params(proj)
-  with pytest.raises(ValueError, match=r"^params\.W_(h|hr): "):
+  with pytest.raises(ValueError, match=rf"^params\.W_h: lstm\(hidden_size=4\) expects shape "
+                     rf"\(4, 16\), got shape \(2, 16\){END}"):
     _trace(plain, proj_params, xs)
-  with pytest.raises(ValueError, match=r"^params\.W_(h|hr): "):
+  with pytest.raises(ValueError, match=rf"^params\.W_h: lstm\(hidden_size=4, proj_size=2\) "
+                     rf"expects shape \(2, 16\), got shape \(4, 16\){END}"):
     _trace(proj, _abstract_params(plain), xs)
-  with pytest.raises(ValueError, match=r"^params\.W_hr: "):
+  with pytest.raises(ValueError, match=rf"^params\.W_hr: lstm\(hidden_size=4, proj_size=2\) "
+                     rf"expects shape \(4, 2\), got shape \(4, 3\){END}"):
     _trace(proj, proj_params._replace(W_hr=jnp.ones((H, P + 1))), xs)
 
 
@@ -163,9 +210,11 @@ def test_readout_wrong_params_shape():
   head = jaxrnn.readout(2)
   params = _abstract_params(head)
   xs = jnp.ones((T, D))
-  with pytest.raises(ValueError, match=r"^params\.W_hy: "):
+  with pytest.raises(ValueError, match=rf"^params\.W_hy: readout\(output_size=2\) expects "
+                     rf"shape \(input_size, 2\), got \(3, 3\){END}"):
     _trace(head, params._replace(W_hy=jnp.ones((D, 3))), xs)
-  with pytest.raises(ValueError, match=r"^params\.b_y: "):
+  with pytest.raises(ValueError, match=rf"^params\.b_y: readout\(output_size=2\) expects "
+                     rf"shape \(2,\), got shape \(3,\){END}"):
     _trace(head, params._replace(b_y=jnp.ones(3)), xs)
 
 
@@ -179,14 +228,18 @@ def test_bad_carry_rnn():
   xs = jnp.ones((T, D))
   good = layer.init_carry()
   _trace(layer, params, xs, carry=good)
-  with pytest.raises(ValueError, match=r"^carry: .*\(4,\).*\(5,\)"):
+  with pytest.raises(ValueError, match=rf"^carry: rnn\.apply expects leaves of shape \(4,\), "
+                     rf"got \(5,\){ONE_EXAMPLE}{END}"):
     _trace(layer, params, xs, carry=jaxrnn.LSTMState(jnp.zeros(H + 1), jnp.zeros(H)))
-  with pytest.raises(ValueError, match=r"^carry: .*vmap"):
+  with pytest.raises(ValueError, match=rf"^carry: rnn\.apply expects leaves of shape \(4,\), "
+                     rf"got \(1, 4\){ONE_EXAMPLE}{END}"):
     _trace(layer, params, xs, carry=jax.tree_util.tree_map(lambda c: c[None], good))
-  with pytest.raises(TypeError, match=r"^carry: "):
+  with pytest.raises(TypeError, match=rf"^carry: rnn\.apply expects a carry structured like "
+                     rf"PyTreeDef\(.*LSTMState.*\), got PyTreeDef\(\*\){END}"):
     _trace(layer, params, xs, carry=jnp.zeros(H))
   gru = jaxrnn.rnn(jaxrnn.gru(H))
-  with pytest.raises(TypeError, match=r"^carry: "):
+  with pytest.raises(TypeError, match=rf"^carry: rnn\.apply expects a carry structured like "
+                     rf"PyTreeDef\(\*\), got PyTreeDef\(.*LSTMState.*\){END}"):
     _trace(gru, _abstract_params(gru), xs, carry=good)
 
 
@@ -195,7 +248,9 @@ def test_bad_carry_cell_apply(case):
   cell = case.make()
   params = _abstract_params(cell)
   bad = jax.tree_util.tree_map(lambda c: jnp.zeros(c.shape[0] + 1), cell.init_carry())
-  with pytest.raises(ValueError, match=r"^carry: "):
+  size = case.out_size  # the first leaf: h
+  with pytest.raises(ValueError, match=rf"^carry: cell_apply expects leaves of shape "
+                     rf"\({size},\), got \({size + 1},\){ONE_EXAMPLE}{END}"):
     jax.eval_shape(cell.cell_apply, params, bad, jnp.ones(D))
 
 
@@ -204,21 +259,27 @@ def test_bad_carry_bidirectional_stack_readout():
   bidir = ref.bidirectional_layer()
   params = _abstract_params(bidir)
   good = bidir.init_carry()
-  with pytest.raises(TypeError, match=r"^carry: "):
+  with pytest.raises(TypeError, match=rf"^carry: bidirectional expects a "
+                     rf"BidirectionalCarry\(forward, backward\) or None, got tuple{END}"):
     _trace(bidir, params, xs, carry=(good.forward, good.backward))
-  with pytest.raises(ValueError, match=r"^carry: "):
+  with pytest.raises(ValueError, match=rf"^carry: rnn\.apply expects leaves of shape \(4,\), "
+                     rf"got \(5,\){ONE_EXAMPLE}{END}"):
     _trace(bidir, params, xs, carry=good._replace(forward=jnp.zeros(H + 1)))
-  with pytest.raises(TypeError, match=r"^carry: "):
+  with pytest.raises(TypeError, match=rf"^carry: rnn\.apply expects a carry structured like "
+                     rf"PyTreeDef\(.*LSTMState.*\), got PyTreeDef\(\*\){END}"):
     _trace(bidir, params, xs, carry=good._replace(backward=jnp.zeros(H)))
   stack = ref.stack_layer()
   s_params = _abstract_params(stack)
   s_carry = stack.init_carry()
-  with pytest.raises(TypeError, match=r"^carry: .*4 entries"):
+  with pytest.raises(TypeError, match=rf"^carry: stack of 4 layers expects a tuple of 4 "
+                     rf"entries, got 2 entries{END}"):
     _trace(stack, s_params, xs, carry=s_carry[:2])
-  with pytest.raises(ValueError, match=r"^carry: "):
+  with pytest.raises(ValueError, match=rf"^carry: rnn\.apply expects leaves of shape \(4,\), "
+                     rf"got \(1,\){ONE_EXAMPLE}{END}"):
     _trace(stack, s_params, xs, carry=(s_carry[0], s_carry[1], jnp.zeros(1), ()))
   head = jaxrnn.readout(2)
-  with pytest.raises(TypeError, match=r"^carry: "):
+  with pytest.raises(TypeError, match=rf"^carry: readout\(output_size=2\) is stateless and "
+                     rf"expects \(\) or None{END}"):
     _trace(head, _abstract_params(head), xs, carry=jnp.zeros(2))
 
 
@@ -227,77 +288,95 @@ def test_bad_carry_bidirectional_stack_readout():
 
 
 def test_unknown_names():
-  with pytest.raises(ValueError, match=r"^activation: .*'sigmoid'"):
-    jaxrnn.elman(H, activation="sigmoid")
-  with pytest.raises(ValueError, match=r"^activation: "):
-    jaxrnn.elman(H, activation=None)
-  with pytest.raises(ValueError, match=r"^merge: .*'max'"):
-    jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), merge="max")
-  with pytest.raises(ValueError, match=r"^merge: "):
-    jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), merge=None)
-  with pytest.raises(ValueError, match=r"^reduction: .*'median'"):
+  for bad in ("sigmoid", None):
+    with pytest.raises(ValueError, match=rf"^activation: expected one of \['relu', 'tanh'\] or "
+                       rf"a callable, got {bad!r}$"):
+      jaxrnn.elman(H, activation=bad)
+  for bad in ("max", None):
+    with pytest.raises(ValueError, match=rf"^merge: expected one of \['concat', 'mean', 'mul', "
+                       rf"'sum'\] or a callable, got {bad!r}$"):
+      jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), merge=bad)
+  with pytest.raises(ValueError, match=r"^reduction: expected one of \('sum', 'mean', "
+                     r"'last'\), got 'median'$"):
     jaxrnn.sequence_loss(jnp.ones(T), reduction="median")
 
 
 def test_cell_where_layer_expected_and_vice_versa():
   cell = jaxrnn.lstm(H)
   layer = jaxrnn.rnn(cell)
-  with pytest.raises(ValueError, match=r"^layers: "):
+  wrap = r", got a jaxrnn\.Cell; wrap it as jaxrnn\.rnn\(cell\)$"
+  unwrap = (r": expected a jaxrnn\.Cell, got a jaxrnn\.Layer; pass the cell itself "
+            r"\(e\.g\. jaxrnn\.lstm\(64\)\), not rnn\(cell\)$")
+  with pytest.raises(ValueError, match=r"^layers: stack expects at least one Layer, got none$"):
     jaxrnn.stack()
-  with pytest.raises(TypeError, match=r"^layers\[0\]: .*jaxrnn\.rnn"):
+  with pytest.raises(TypeError, match=r"^layers\[0\]: expected a jaxrnn\.Layer" + wrap):
     jaxrnn.stack(cell)
-  with pytest.raises(TypeError, match=r"^layers\[1\]: .*Cell"):
+  with pytest.raises(TypeError, match=r"^layers\[1\]: expected a jaxrnn\.Layer" + wrap):
     jaxrnn.stack(layer, cell)
-  with pytest.raises(TypeError, match=r"^layers\[0\]: "):
+  with pytest.raises(TypeError, match=r"^layers\[0\]: expected a jaxrnn\.Layer, got function$"):
     jaxrnn.stack(lambda x: x)
-  with pytest.raises(TypeError, match=r"^cell: .*Layer"):
+  with pytest.raises(TypeError, match=r"^cell" + unwrap):
     jaxrnn.rnn(layer)
-  with pytest.raises(TypeError, match=r"^cell: "):
+  with pytest.raises(TypeError, match=r"^cell: expected a jaxrnn\.Cell, got str$"):
     jaxrnn.rnn("lstm")
-  with pytest.raises(TypeError, match=r"^forward: .*Layer"):
+  with pytest.raises(TypeError, match=r"^forward" + unwrap):
     jaxrnn.bidirectional(layer, cell)
-  with pytest.raises(TypeError, match=r"^backward: .*Layer"):
+  with pytest.raises(TypeError, match=r"^backward" + unwrap):
     jaxrnn.bidirectional(cell, layer)
 
 
 def test_bad_sizes_and_options():
+  positive = r"^{}: expected a positive int, got {}$"
   for make in (jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru):
-    with pytest.raises(ValueError, match=r"^hidden_size: "):
+    with pytest.raises(ValueError, match=positive.format("hidden_size", 0)):
       make(0)
-    with pytest.raises(TypeError, match=r"^hidden_size: "):
+    with pytest.raises(TypeError, match=positive.format("hidden_size", r"float 4\.0")):
       make(4.0)
-    with pytest.raises(ValueError, match=r"^input_size: "):
+    with pytest.raises(ValueError, match=positive.format("input_size", 0)):
       make(H).init_params(KEY, 0)
-  with pytest.raises(ValueError, match=r"^proj_size: "):
+  with pytest.raises(ValueError, match=r"^proj_size: expected a size smaller than "
+                     r"hidden_size=4, got 4$"):
     jaxrnn.lstm(H, proj_size=H)
-  with pytest.raises(ValueError, match=r"^output_size: "):
+  with pytest.raises(ValueError, match=positive.format("output_size", 0)):
     jaxrnn.readout(0)
-  with pytest.raises(ValueError, match=r"^input_size: "):
+  with pytest.raises(ValueError, match=positive.format("input_size", -1)):
     jaxrnn.readout(2).init_params(KEY, -1)
-  with pytest.raises(ValueError, match=r"^input_size: "):
+  with pytest.raises(ValueError, match=positive.format("input_size", 0)):
     ref.stack_layer().init_params(KEY, 0)
-  with pytest.raises(ValueError, match=r"^unroll: "):
+  with pytest.raises(ValueError, match=positive.format("unroll", 0)):
     jaxrnn.rnn(jaxrnn.gru(H), unroll=0)
-  with pytest.raises(ValueError, match=r"^remat: "):
+  with pytest.raises(ValueError, match=positive.format("remat", 0)):
     jaxrnn.rnn(jaxrnn.gru(H), remat=0)
-  with pytest.raises(ValueError, match=r"^unroll: "):
+  with pytest.raises(ValueError, match=positive.format("unroll", -1)):
     jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), unroll=-1)
-  # No fused backward pass to force for these cells.
-  for cell in (jaxrnn.lstm(H, proj_size=P), jaxrnn.gru(H, reset_after=False),
-               jaxrnn.elman(H, activation=jnp.sin)):
-    with pytest.raises(ValueError, match=r"^fused_vjp: "):
+  # No fused path to force for these cells.
+  elman = jaxrnn.elman(H)
+  user_cell = jaxrnn.Cell(elman.init_params, elman.init_carry,
+                          lambda p, c, x: elman.cell_apply(p, c, x))
+  for cell in (jaxrnn.gru(H, reset_after=False), jaxrnn.mgu(H), jaxrnn.min_gru(H), user_cell):
+    with pytest.raises(ValueError, match=r"^fused_vjp: this cell has no fused path \(user "
+                       r"cells, mgu, gru\(reset_after=False\) and the linear cells\); pass "
+                       r"fused_vjp=None or False$"):
       jaxrnn.rnn(cell, fused_vjp=True)
+  # Every cell with one recurrent product has one, with or without a
+  # hand-written tangent.
+  for cell in (jaxrnn.lstm(H, proj_size=P), jaxrnn.elman(H, activation=jnp.sin)):
+    jaxrnn.rnn(cell, fused_vjp=True)
 
 
 def test_sequence_loss_bad_arguments():
   losses = jnp.ones((2, T))
-  with pytest.raises(TypeError, match=r"^length: "):
+  with pytest.raises(TypeError, match=r"^length: expected integers, got float32$"):
     jaxrnn.sequence_loss(losses, jnp.array([1.0, 2.0]))
-  with pytest.raises(ValueError, match=r"^length: .*\(2,\)"):
+  with pytest.raises(ValueError, match=r"^length: expected shape \(2,\) "
+                     r"\(per_step_losses\.shape\[:-1\]\), got \(3,\)$"):
     jaxrnn.sequence_loss(losses, jnp.array([1, 2, 3]))
-  with pytest.raises(ValueError, match=r"^length: "):
+  with pytest.raises(ValueError, match=r"^length: expected shape \(2,\) "
+                     r"\(per_step_losses\.shape\[:-1\]\), got \(\)$"):
     jaxrnn.sequence_loss(losses, 3)
-  with pytest.raises(ValueError, match=r"^per_step_losses: "):
+  with pytest.raises(ValueError, match=r"^per_step_losses: expected shape \(\.\.\., T\), got a "
+                     r"scalar$"):
     jaxrnn.sequence_loss(jnp.float32(1.0))
-  with pytest.raises(TypeError, match=r"^per_step_losses: "):
+  with pytest.raises(TypeError, match=r"^per_step_losses: expected a floating-point array, "
+                     r"got dtype int32$"):
     jaxrnn.sequence_loss(jnp.ones((2, T), jnp.int32))

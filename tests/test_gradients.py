@@ -1,5 +1,6 @@
-"""Gradients: finite differences in float64, and every option (fused_vjp,
-remat, unroll) against the plain path, with lengths and junk padding."""
+"""Gradients: finite differences in float64, and every option (method,
+remat, unroll) against the plain path, with lengths and junk padding;
+forward mode and second derivatives against finite differences."""
 
 import functools
 
@@ -15,8 +16,8 @@ from reference import CASES, D, H, T
 tree_leaves = jax.tree_util.tree_leaves
 tree_map = jax.tree_util.tree_map
 
-# The plain path: autodiff through a step-by-step scan, no remat, no fusion.
-PLAIN = dict(fused_vjp=False, unroll=1)
+# The plain path: autodiff through the reference scan, no remat, unroll 1.
+PLAIN = dict(method="reference", unroll=1)
 
 
 def _weights(shape, dtype):
@@ -116,28 +117,29 @@ def _check_modes(make_layers, modes, seed):
       ref.assert_tree_close(results, first, rtol=1e-10, atol=1e-10, err_msg=name)
 
 
-DEFAULT_U1 = dict(unroll=1)  # the default: fused where the cell has it
+DEFAULT_U1 = dict(unroll=1)  # the default: the fused path where the cell has one
 REMAT = dict(remat=True)
 RNN_FD_MODES = {
     "elman_tanh": ("unfused", "default", "remat"),
     "lstm": ("unfused", "default", "remat"),
     "gru": ("unfused", "default", "remat"),
-    "lstm_proj": ("unfused",),  # no fused pass; with remat: the stack test
-    "gru_before": ("unfused",),
+    "lstm_proj": ("unfused", "default"),  # with remat: the stack test
+    "gru_before": ("unfused",),  # no fused path: its default is the reference
     "elman_relu": ("default",),
     "elman_callable": ("default",),
     "lstm_nobias": ("default",),
     "gru_nobias": ("default",),
 }
 MODE_OPTIONS = {"unfused": PLAIN, "default": DEFAULT_U1, "remat": REMAT,
-                "remat2_unfused": dict(remat=2, fused_vjp=False)}
+                "remat2_unfused": dict(remat=2, method="reference")}
 assert sorted(RNN_FD_MODES) == sorted(ref.CASE_IDS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ref.CASE_IDS)
 def test_rnn_gradients_match_finite_differences(x64, case):
   """fwd and reversed layers, from a random carry, length 3 (junk padding)
-  and T; fused_vjp default, fused_vjp=False and remat=True agree to 1e-10."""
+  and T; the default method, method="reference" and remat=True agree to
+  1e-10."""
   cell = case.make()
   modes = {m: MODE_OPTIONS[m] for m in RNN_FD_MODES[case.name]}
   _check_modes(lambda **o: _rnn_layers(cell, **o), modes, 60)
@@ -218,16 +220,16 @@ def test_bidirectional_options_match_plain_path():
 
 
 # ---------------------------------------------------------------------------
-# Forward mode and higher orders: the plain path (fused_vjp=False). The
-# default fused path is first-order reverse mode and raises for these
-# (tests/test_fused_batch.py), except with `reset`, where it is a custom JVP.
+# Forward mode and higher orders. The default path of the built-in cells is
+# a custom JVP, so jax.jvp, Hessians and gradients of gradients work on it
+# as on method="reference"; both are checked against finite differences.
 
-JVP_MODES = [("lstm", "fused_vjp_false"), ("gru", "fused_vjp_false"),
-             ("lstm", "fused_reset")]
+JVP_MODES = [("lstm", "default"), ("gru", "default"), ("gru", "reference"),
+             ("lstm", "default_reset")]
 
 
 def _reset_layers(cell):
-  """Both directions, restarting the carry at step 2 (the custom JVP path)."""
+  """Both directions, restarting the carry at step 2."""
   reset = jnp.zeros(T, bool).at[2].set(True)
   return [layer._replace(apply=functools.partial(layer.apply, reset=reset))
           for layer in _rnn_layers(cell, remat=2)]
@@ -236,10 +238,10 @@ def _reset_layers(cell):
 @pytest.mark.parametrize("name, mode", JVP_MODES, ids=[f"{n}-{m}" for n, m in JVP_MODES])
 def test_jvp_matches_finite_differences(x64, name, mode):
   cell = ref.BY_NAME[name].make()
-  if mode == "fused_reset":
+  if mode == "default_reset":
     loss = _loss_fn(_reset_layers(cell))
   else:
-    loss = _loss_fn(_rnn_layers(cell, remat=2, fused_vjp=False))
+    loss = _loss_fn(_rnn_layers(cell, remat=2, method="auto" if mode == "default" else mode))
   args = _fd_data(jaxrnn.rnn(cell), 80)
   v = ref.random_like(args, 81, scale=1.0)
   jvp = jax.jit(lambda a, t: jax.jvp(lambda *a: loss(*a, 3), a, t))
@@ -251,50 +253,92 @@ def test_jvp_matches_finite_differences(x64, name, mode):
                              rtol=1e-6, atol=1e-8)
 
 
-def test_hessian_matches_finite_differences(x64):
-  """Hessian w.r.t. the initial carry (fused_vjp=False) against differences
-  of gradients taken on the default fused path."""
+@pytest.mark.parametrize("method", ["auto", "reference"])
+def test_hessian_matches_finite_differences(x64, method):
+  """Hessian w.r.t. the initial carry against central differences of the
+  gradient, on the default path and on the reference path."""
   cell = jaxrnn.gru(H)
   params, xs, carry = _fd_data(jaxrnn.rnn(cell), 82)
-
-  def of_carry(options):
-    loss = _loss_fn([jaxrnn.rnn(cell, reverse=True, unroll=1, **options)])
-    return lambda c: loss(params, xs, c, 3)
-
-  hess = np.asarray(jax.jit(jax.hessian(of_carry(dict(fused_vjp=False))))(carry))
+  loss = _loss_fn([jaxrnn.rnn(cell, reverse=True, unroll=1, method=method)])
+  of_carry = lambda c: loss(params, xs, c, 3)
+  hess = np.asarray(jax.jit(jax.hessian(of_carry))(carry))
   assert hess.shape == (H, H)
   np.testing.assert_allclose(hess, hess.T, atol=1e-10)
-  grad = jax.jit(jax.grad(of_carry({})))
+  grad = jax.jit(jax.grad(of_carry))
   eps = 1e-5
   for i in range(H):
     e = jnp.zeros(H, jnp.float64).at[i].set(eps)
     column = (grad(carry + e) - grad(carry - e)) / (2 * eps)
     np.testing.assert_allclose(hess[:, i], column, rtol=1e-6, atol=1e-8)
-  with pytest.raises(TypeError, match="custom_vjp"):
-    jax.hessian(of_carry({}))(carry)
 
 
+def _np_loss(reference):
+  """``loss(params, xs)`` of a jax-params reference ``reference(params, xs)
+  -> ys``."""
+  return lambda params, xs: np.sum(np.sin(reference(params, xs)))
+
+
+_ZERO_BIDIRECTIONAL = jaxrnn.BidirectionalCarry(np.zeros(H), (np.zeros(H), np.zeros(H)))
+_ZERO_STACK = ((np.zeros(ref.P), np.zeros(H)),
+               jaxrnn.BidirectionalCarry(np.zeros(H), np.zeros(H)), np.zeros(H), ())
 FORWARD_MODE_LAYERS = {
-    **{c.name: (lambda c=c: jaxrnn.rnn(c.make(), fused_vjp=False))
+    **{c.name: (lambda c=c: jaxrnn.rnn(c.make()),
+                _np_loss(lambda p, x, c=c: ref.ref_run(c, p, x, c.make().init_carry(), 3)[0]))
        for c in ref.FUSED_CASES},
-    "reverse_remat": lambda: jaxrnn.rnn(jaxrnn.lstm(H), reverse=True, remat=2,
-                                        fused_vjp=False),
-    "bidirectional": lambda: ref.bidirectional_layer("sum", fused_vjp=False),
-    "stack": lambda: ref.stack_layer(fused_vjp=False),
+    "reverse_remat": (
+        lambda: jaxrnn.rnn(jaxrnn.lstm(H), reverse=True, remat=2),
+        _np_loss(lambda p, x: ref.ref_run(ref.BY_NAME["lstm"], p, x, jaxrnn.lstm(H).init_carry(),
+                                          3, reverse=True)[0])),
+    "bidirectional": (
+        lambda: ref.bidirectional_layer("sum"),
+        _np_loss(lambda p, x: ref.ref_bidirectional(p, x, _ZERO_BIDIRECTIONAL, 3, "sum")[0])),
+    "stack": (ref.stack_layer,
+              _np_loss(lambda p, x: ref.ref_stack(p, x, _ZERO_STACK, 3)[0])),
 }
 
 
 @pytest.mark.parametrize("name", sorted(FORWARD_MODE_LAYERS))
-def test_forward_mode_traces_on_every_layer(name):
-  """jax.jvp and jax.hessian trace through every layer with fused_vjp=False."""
-  layer = FORWARD_MODE_LAYERS[name]()
-  params = jax.eval_shape(lambda k: layer.init_params(k, D), jax.random.key(0))
-  xs = jnp.ones((T, D))
+def test_jvp_and_hessian_of_every_layer_match_numpy(name, x64):
+  """On the default path: jax.jvp along random directions of params and
+  inputs, and jax.hessian w.r.t. the inputs, against central differences
+  of the float64 NumPy reference (length 3: the Hessian is zero on the
+  padding)."""
+  make, loss_np = FORWARD_MODE_LAYERS[name]
+  layer = make()
+  params = ref.random_params(layer, 90)
+  xs = ref.random_xs(91, dtype=np.float64)
+  d_params, d_xs = ref.random_like((params, xs), 92, scale=1.0)
 
   def loss(params, xs):
     return jnp.sum(jnp.sin(layer.apply(params, xs, length=3)[0]))
 
-  _, tangent = jax.eval_shape(lambda p, x: jax.jvp(loss, (p, x), (p, x)), params, xs)
-  assert tangent.shape == ()
-  hess = jax.eval_shape(jax.hessian(loss, argnums=1), params, xs)
+  @jax.jit
+  def derivatives(params, xs):
+    return (jax.jvp(loss, (params, xs), (d_params, d_xs)),
+            jax.hessian(loss, argnums=1)(params, xs))
+
+  (value, tangent), hess = derivatives(params, xs)
+  p_np, x_np = params, np.asarray(xs)
+  np.testing.assert_allclose(value, loss_np(p_np, x_np), rtol=1e-12)
+  eps = 1e-6
+  moved = lambda e: (jax.tree_util.tree_map(lambda p, d: np.asarray(p) + e * np.asarray(d),
+                                            params, d_params),
+                     x_np + e * np.asarray(d_xs))
+  fd = (loss_np(*moved(eps)) - loss_np(*moved(-eps))) / (2 * eps)
+  np.testing.assert_allclose(tangent, fd, rtol=1e-7, atol=1e-9)
+  hess = np.asarray(hess)
   assert hess.shape == (T, D, T, D)
+  np.testing.assert_array_equal(hess[3:], 0)
+  np.testing.assert_array_equal(hess[:, :, 3:], 0)
+  h = 1e-4
+  valid = [(t, d) for t in range(3) for d in range(D)]
+  for i in valid:
+    for j in valid:
+      def at(a, b):
+        x = x_np.copy()
+        x[i] += a
+        x[j] += b
+        return loss_np(p_np, x)
+      fd2 = (at(h, h) - at(h, -h) - at(-h, h) + at(-h, -h)) / (4 * h * h)
+      np.testing.assert_allclose(hess[i + j], fd2, rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{name} {i} {j}")

@@ -5,6 +5,7 @@ The reference is the real Flax module, ``nn.RNN(cell, return_carry=True)``
 the converted layer ``jax.vmap``-ed with ``length=``.
 """
 
+import re
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,11 @@ from jaxrnn.interop import carry_from_flax, carry_to_flax, from_flax  # noqa: E4
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
 LENGTHS = [3, 5, 1]  # includes 1 and T = 5
 INPUT_SIZE = 2
+
+
+def E(message):
+  """A regex matching exactly ``message``."""
+  return "^" + re.escape(message) + "$"
 
 
 def random_variables(module, xs, seed=0):
@@ -245,25 +251,37 @@ def test_layer_structure():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: nn.LSTMCell(3, gate_fn=nn.hard_sigmoid), "gate_fn"),
-    (lambda: nn.GRUCell(3, activation_fn=nn.relu), "activation_fn"),
-    (lambda: nn.LSTMCell(3, dtype=jnp.bfloat16), "dtype"),
+    (lambda: nn.LSTMCell(3, gate_fn=nn.hard_sigmoid),
+     "module: gate_fn='hard_sigmoid' is not supported; jaxrnn's gates use the logistic "
+     "sigmoid"),
+    (lambda: nn.GRUCell(3, activation_fn=nn.relu),
+     "module: activation_fn='relu' is not supported; jaxrnn uses tanh"),
+    (lambda: nn.LSTMCell(3, dtype=jnp.bfloat16),
+     "module: dtype=bfloat16 makes Flax compute in another precision than its float32 "
+     "params; only dtype=None (or the params' dtype) converts exactly"),
 ])
 def test_unsupported_cells_raise(make, match):
   cell = make()
   variables = random_variables(nn.RNN(cell), jnp.ones((1, 2, 2)))["params"]["cell"]
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match="^" + re.escape(match) + "$"):
     from_flax(cell, variables)
 
 
 def test_other_errors():
   module = nn.RNN(nn.GRUCell(3), reverse=True)  # keep_order=False
   variables = random_variables(module, jnp.ones((1, 2, 2)))
-  with pytest.raises(ValueError, match="keep_order"):
+  with pytest.raises(ValueError, match=E(
+      "module: nn.RNN(reverse=True, keep_order=False) returns its outputs in reverse order; "
+      "jaxrnn keeps them aligned with the inputs (keep_order=True)")):
     from_flax(module, variables)
-  with pytest.raises(TypeError, match="SimpleCell"):
+  with pytest.raises(TypeError, match=E(
+      "module: from_flax expects a flax.linen SimpleCell, LSTMCell, OptimizedLSTMCell, GRUCell, "
+      "RNN or Bidirectional, got Dense")):
     from_flax(nn.Dense(3), {})
-  with pytest.raises(ValueError, match="'ir/kernel'"):
+  with pytest.raises(ValueError, match=E(
+      "params: expected an entry 'ir/kernel' (Flax's parameter names), but 'kernel' is missing; "
+      "got keys []")):
     from_flax(nn.GRUCell(3), {"params": {"ir": {}}})
-  with pytest.raises(TypeError, match="rnn_options"):
+  with pytest.raises(TypeError, match=E(
+      "rnn_options: ['unroll'] apply to layers; a cell has none")):
     from_flax(nn.GRUCell(3), variables["params"]["cell"], unroll=2)

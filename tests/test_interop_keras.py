@@ -5,6 +5,7 @@ differentiated through ``layer.stateless_call``; the jaxrnn side is the
 converted layer ``jax.vmap``-ed with ``length=``.
 """
 
+import re
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -30,6 +31,11 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol
 LENGTHS = [3, 5, 1]  # includes 1 and T = 5
 INPUT_SIZE = 2
 KL = keras.layers
+
+
+def E(message):
+  """A regex matching exactly ``message``."""
+  return "^" + re.escape(message) + "$"
 
 
 def build(layer, seed=0, input_size=INPUT_SIZE):
@@ -277,7 +283,8 @@ def test_carry_helpers():
   assert float(carry.forward.c[0, 0]) == 1.0 and float(carry.backward[0, 0]) == 2.0
   for a, b in zip(carry_to_keras(layer, carry), states, strict=True):
     np.testing.assert_array_equal(a, b)
-  with pytest.raises(ValueError, match="expected 3 arrays"):
+  with pytest.raises(ValueError, match=E(
+      "states: expected 3 arrays for this layer, got 2")):
     carry_from_keras(layer, states[:2])
 
 
@@ -285,44 +292,73 @@ def test_carry_helpers():
 # Errors.
 
 
+NO_DROPOUT = ("{} is not supported (jaxrnn layers have no dropout, and training would "
+              "continue without it); set it to 0 and apply dropout yourself")
+
+
 @pytest.mark.parametrize("make, match", [
-    (lambda: KL.LSTM(3, **ZI, dropout=0.1), "dropout"),
-    (lambda: KL.GRU(3, **ZI, recurrent_dropout=0.2), "recurrent_dropout"),
-    (lambda: KL.SimpleRNN(3, **ZI, activation="sigmoid"), "activation='sigmoid'"),
-    (lambda: KL.LSTM(3, **ZI, activation="relu"), "activation='relu'"),
-    (lambda: KL.GRU(3, **ZI, recurrent_activation="hard_sigmoid"), "recurrent_activation"),
-    (lambda: KL.LSTM(3, **ZI, dtype="mixed_float16"), "mixed"),
-    (lambda: KL.Bidirectional(KL.LSTM(3, **ZI), merge_mode=None), "merge_mode"),
-    (lambda: KL.Bidirectional(KL.LSTM(3, **ZI, go_backwards=True)), "go_backwards"),
-    (lambda: KL.Bidirectional(KL.GRU(3, **ZI, dropout=0.5)), "dropout"),
+    (lambda: KL.LSTM(3, **ZI, dropout=0.1), "layer: " + NO_DROPOUT.format("dropout=0.1")),
+    (lambda: KL.GRU(3, **ZI, recurrent_dropout=0.2),
+     "layer: " + NO_DROPOUT.format("recurrent_dropout=0.2")),
+    (lambda: KL.SimpleRNN(3, **ZI, activation="sigmoid"),
+     "layer: activation='sigmoid' is not supported; jaxrnn.elman imports 'tanh' and 'relu'"),
+    (lambda: KL.LSTM(3, **ZI, activation="relu"),
+     "layer: activation='relu' is not supported; jaxrnn.lstm uses tanh"),
+    (lambda: KL.GRU(3, **ZI, recurrent_activation="hard_sigmoid"),
+     "layer: recurrent_activation='hard_sigmoid' is not supported; jaxrnn.gru uses the "
+     "logistic sigmoid"),
+    (lambda: KL.LSTM(3, **ZI, dtype="mixed_float16"),
+     "layer: the dtype policy 'mixed_float16' computes in float16 with float32 weights; "
+     "mixed precision is not supported"),
+    (lambda: KL.Bidirectional(KL.LSTM(3, **ZI), merge_mode=None),
+     "Bidirectional: merge_mode=None is not supported (a jaxrnn layer has one output); use "
+     "'concat', 'sum', 'mul' or 'ave'"),
+    # Raised by Keras itself, when the layer is built.
+    (lambda: KL.Bidirectional(KL.LSTM(3, **ZI, go_backwards=True)),
+     "Forward layer and backward layer should have different `go_backwards` value. "
+     "Received: forward_layer.go_backwards True, backward_layer.go_backwards=True"),
+    (lambda: KL.Bidirectional(KL.GRU(3, **ZI, dropout=0.5)),
+     "Bidirectional forward layer: " + NO_DROPOUT.format("dropout=0.5")),
 ])
 def test_unsupported_options_raise(make, match):
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match="^" + re.escape(match) + "$"):
     from_keras(build(make()))
 
 
 def test_stateful_raises():
   klayer = KL.GRU(3, **ZI, stateful=True)
   klayer.build((2, None, INPUT_SIZE))
-  with pytest.raises(ValueError, match="stateful"):
+  with pytest.raises(ValueError, match=E(
+      "layer: stateful=True is not supported: the state kept between batches lives in the Keras "
+      "layer, not in its weights; pass it explicitly as carry= (see carry_from_keras)")):
     from_keras(klayer)
 
 
 def test_other_errors():
-  with pytest.raises(ValueError, match="not built"):
+  with pytest.raises(ValueError, match=E(
+      "layer_or_weights: the Keras LSTM layer is not built, so it has no weights yet; call it on "
+      "data or layer.build(input_shape) first")):
     from_keras(KL.LSTM(3, **ZI))
-  with pytest.raises(TypeError, match="SimpleRNN, LSTM, GRU"):
+  with pytest.raises(TypeError, match=E(
+      "layer_or_weights: expected a Keras SimpleRNN, LSTM, GRU or Bidirectional layer, got Dense")):
     from_keras(KL.Dense(3))
-  with pytest.raises(ValueError, match="weight arrays"):
+  with pytest.raises(ValueError, match=E(
+      "layer: LSTM(use_bias=True) has 3 weight arrays (kernel, recurrent_kernel, bias), got 1")):
     from_keras(("LSTM", {"units": 2}, [np.zeros((3, 8), np.float32)]))
-  with pytest.raises(ValueError, match="recurrent_kernel"):
+  with pytest.raises(ValueError, match=E(
+      "layer: recurrent_kernel: expected shape (2, 8), got (3, 8)")):
     from_keras(("LSTM", {"units": 2}, [np.zeros((3, 8), np.float32),
                                        np.zeros((3, 8), np.float32),
                                        np.zeros((8,), np.float32)]))
-  with pytest.raises(ValueError, match="jax_enable_x64"):
+  with pytest.raises(ValueError, match=E(
+      "layer kernel: the Keras weights are float64 but jax_enable_x64 is off, so JAX would "
+      "silently truncate them to float32; enable it with jax.config.update('jax_enable_x64', "
+      "True)")):
     from_keras(("SimpleRNN", {"units": 2}, [np.zeros((3, 2)), np.zeros((2, 2)), np.zeros(2)]))
 
 
 def test_regularizers_warn():
-  with pytest.warns(UserWarning, match="kernel_regularizer"):
+  with pytest.warns(UserWarning, match=E(
+      "layer: kernel_regularizer only act during Keras training and are not converted; add the "
+      "equivalent penalty or projection to your JAX training step")):
     from_keras(build(KL.LSTM(3, **ZI, kernel_regularizer="l2")))

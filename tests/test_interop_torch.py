@@ -5,6 +5,7 @@ The reference is always the real torch module on a padded minibatch through
 converted layer, ``jax.vmap``-ed over the batch with ``length=``.
 """
 
+import re
 import copy
 
 import jax
@@ -21,6 +22,11 @@ from jaxrnn.interop import carry_from_torch, carry_to_torch, from_torch, to_torc
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
 MODULES = {"RNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}
+
+
+def E(message):
+  """A regex matching exactly ``message``."""
+  return "^" + re.escape(message) + "$"
 
 
 def make_module(kind, input_size, hidden_size, dtype=torch.float32, seed=0, **kwargs):
@@ -364,17 +370,24 @@ def test_carry_gru_unbatched_apply_matches_torch():
 
 
 def test_dropout_is_refused():
-  with pytest.raises(ValueError, match="dropout"):
+  with pytest.raises(ValueError, match=E(
+      "module.dropout: from_torch does not support dropout=0.5 between layers (jaxrnn.stack has "
+      "no dropout, and training would continue without it); rebuild the module with dropout=0.0 "
+      "and apply dropout yourself between the layers of the returned stack")):
     from_torch(torch.nn.LSTM(3, 4, num_layers=2, dropout=0.5))
 
 
 def test_not_a_recurrent_module():
-  with pytest.raises(TypeError, match="torch.nn.LSTM"):
+  with pytest.raises(TypeError, match=E(
+      "module: from_torch expects a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU, got Linear")):
     from_torch(torch.nn.Linear(3, 4))
 
 
 def test_float64_needs_x64():
-  with pytest.raises(ValueError, match="jax_enable_x64"):
+  with pytest.raises(ValueError, match=E(
+      "weight_ih_l0: the torch tensor is float64 but jax_enable_x64 is off, so JAX would silently"
+      " truncate it to float32; enable it with jax.config.update('jax_enable_x64', True) or "
+      "convert the module with module.float() first")):
     from_torch(torch.nn.GRU(3, 4).double())
 
 
@@ -384,29 +397,48 @@ def test_to_torch_refuses_what_torch_cannot_express():
     with pytest.raises(exc, match=match):
       to_torch(layer, params)
 
-  check(jaxrnn.rnn(jaxrnn.gru(4, reset_after=False)), "reset_after")
-  check(jaxrnn.rnn(jaxrnn.elman(4, activation=jnp.sin)), "activation")
-  check(jaxrnn.rnn(jaxrnn.lstm(4), reverse=True), "reverse")
-  check(jaxrnn.bidirectional(jaxrnn.lstm(4), jaxrnn.lstm(4), merge="sum"), "merge")
-  check(jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(4)), jaxrnn.rnn(jaxrnn.gru(4))), "same cell")
-  check(jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(4)), jaxrnn.rnn(jaxrnn.lstm(5))), "same cell")
+  same_cell = ("^layer\\.layers\\[1\\] cell: torch needs the same cell in every layer and "
+               "direction; found \\(mode, hidden_size, proj_size\\) = \\('LSTM', 4, 0\\) and ")
+  check(jaxrnn.rnn(jaxrnn.gru(4, reset_after=False)), E(
+      "layer cell: torch.nn.GRU applies the reset gate after the recurrent product; "
+      "gru(..., reset_after=False) has no torch equivalent"))
+  check(jaxrnn.rnn(jaxrnn.elman(4, activation=jnp.sin)),
+        "^layer cell: torch\\.nn\\.RNN supports the activations 'tanh' and 'relu', got "
+        "<.*sin.*>$")
+  check(jaxrnn.rnn(jaxrnn.lstm(4), reverse=True), E(
+      "layer: a reversed jaxrnn.rnn (reverse=True) has no torch equivalent; torch layers are "
+      "forward or bidirectional"))
+  check(jaxrnn.bidirectional(jaxrnn.lstm(4), jaxrnn.lstm(4), merge="sum"), E(
+      "layer: torch concatenates the two directions; bidirectional(merge='sum') has no torch "
+      "equivalent"))
+  check(jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(4)), jaxrnn.rnn(jaxrnn.gru(4))),
+        same_cell + "\\('GRU', 4, 0\\)$")
+  check(jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(4)), jaxrnn.rnn(jaxrnn.lstm(5))),
+        same_cell + "\\('LSTM', 5, 0\\)$")
   check(jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(4)),
-                     jaxrnn.bidirectional(jaxrnn.lstm(4), jaxrnn.lstm(4))), "direction")
-  check(jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(4)), jaxrnn.readout(2)), "readout", TypeError)
+                     jaxrnn.bidirectional(jaxrnn.lstm(4), jaxrnn.lstm(4))), E(
+      "layer: torch needs every layer to be unidirectional or every layer bidirectional; "
+      "layer 0 has 1 direction(s), layer 1 has 2"))
+  check(jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(4)), jaxrnn.readout(2)), E(
+      "layer.layers[1]: expected jaxrnn.rnn or jaxrnn.bidirectional layers (in a "
+      "jaxrnn.stack), got 'readout'"), TypeError)
   layer = jaxrnn.rnn(jaxrnn.lstm(4))
   params = random_params(layer, 3)
-  with pytest.raises(ValueError, match="both biases"):
+  with pytest.raises(ValueError, match=E(
+      "params: torch has both biases or neither; got b_x set and b_h None")):
     to_torch(layer, params._replace(b_h=None))
-  with pytest.raises(ValueError, match="W_hr"):  # a projection would be dropped
+  with pytest.raises(ValueError, match=E(  # a projection would be dropped
+      "params.W_hr: expected None for an LSTM with proj_size=None, got an array")):
     to_torch(layer, params._replace(W_hr=jnp.zeros((4, 2))))
+
 
 
 def test_carry_errors():
   layer, _ = from_torch(torch.nn.LSTM(3, 4, num_layers=2))
-  with pytest.raises(ValueError, match="c0"):
+  with pytest.raises(ValueError, match=E("c0: an LSTM needs the cell states c0 together with h0")):
     carry_from_torch(layer, np.zeros((2, 5, 4), np.float32))
-  with pytest.raises(ValueError, match="h0"):
+  with pytest.raises(ValueError, match=E("h0: expected shape (2, B, 4) or (2, 4), got (3, 5, 4)")):
     carry_from_torch(layer, np.zeros((3, 5, 4), np.float32), np.zeros((3, 5, 4), np.float32))
   gru_layer, _ = from_torch(torch.nn.GRU(3, 4))
-  with pytest.raises(ValueError, match="c0"):
+  with pytest.raises(ValueError, match=E("c0: only an LSTM has cell states; this layer is GRU")):
     carry_from_torch(gru_layer, np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32))

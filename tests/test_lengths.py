@@ -154,7 +154,8 @@ def test_known_length_out_of_range_raises(bad):
   xs = ref.random_xs(46)
   for name, layer in _all_layers().items():
     params = jax.eval_shape(lambda k: layer.init_params(k, D), jax.random.key(0))
-    with pytest.raises(ValueError, match=r"^length\b"):
+    with pytest.raises(ValueError, match=r"^length: expected an integer in \[0, T\] = \[0, 5\], "
+                       rf"got {int(bad)}(\n|$)"):
       jax.eval_shape(lambda p, x: layer.apply(p, x, length=bad), params, xs)
 
 

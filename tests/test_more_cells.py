@@ -1,14 +1,16 @@
 """`mgu` and `conv_lstm` against float64 NumPy references of the papers.
 
-The references are written from the equations (Zhou et al. 2016; Shi et al.
-2015), with the 'SAME' convolution as explicit loops over output positions
-and kernel offsets on a zero-padded map (a cross-correlation, as every deep
-learning library computes it); nothing here calls jax.lax. Sequences follow
-the ``length`` contract literally: only the valid prefix is looked at, a
+The references (tests/reference.py) are written from the equations (Zhou et
+al. 2016; Shi et al. 2015: the LSTM with convolution products), with the
+'SAME' convolution as explicit loops over output positions and kernel
+offsets on a zero-padded map (a cross-correlation, as every deep learning
+library computes it); nothing there calls jax.lax. Sequences follow the
+``length`` contract literally: only the valid prefix is looked at, a
 reversed run visits ``xs[length-1], ..., xs[0]``, padded outputs are zero.
 """
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -17,6 +19,8 @@ import numpy as np
 import pytest
 
 import jaxrnn
+import reference as ref
+from jaxrnn._src.engine.hooks import hooks_of
 from reference import assert_tree_close, np_params, random_like, random_params, sigmoid
 
 D, H, T = 3, 4, 6  # mgu: input size, hidden size, steps
@@ -25,61 +29,10 @@ KERNEL = (3, 3)
 
 
 # ---------------------------------------------------------------------------
-# NumPy references.
+# The NumPy references are tests/reference.py's (the LSTM with convolution
+# products for conv_lstm).
 
-
-def mgu_step(p, h, x, mask=None):
-  n = p["W_h"].shape[0]
-  W_xf, W_xh = p["W_x"][:, :n], p["W_x"][:, n:]
-  W_hf, W_hh = p["W_h"][:, :n], p["W_h"][:, n:]
-  b = np.zeros(2 * n) if p["b"] is None else p["b"]
-  m = np.ones(n) if mask is None else mask
-  f = sigmoid(x @ W_xf + (h * m) @ W_hf + b[:n])
-  cand = np.tanh(x @ W_xh + (f * h * m) @ W_hh + b[n:])
-  h_new = (1 - f) * h + f * cand
-  return h_new, h_new
-
-
-def conv2d_same(x, w):
-  """``out[r, c] = Σ_ij xpad[r + i, c + j] @ w[i, j]``, stride 1, 'SAME'."""
-  kh, kw = w.shape[:2]
-  rows, cols = x.shape[:2]
-  xpad = np.zeros((rows + kh - 1, cols + kw - 1, x.shape[2]))
-  xpad[kh // 2:kh // 2 + rows, kw // 2:kw // 2 + cols] = x
-  out = np.zeros((rows, cols, w.shape[3]))
-  for r in range(rows):
-    for c in range(cols):
-      for i in range(kh):
-        for j in range(kw):
-          out[r, c] += xpad[r + i, c + j] @ w[i, j]
-  return out
-
-
-def conv_lstm_step(p, carry, x, mask=None):
-  h, c = carry
-  n = p["W_h"].shape[2]
-  b = np.zeros(4 * n) if p["b"] is None else p["b"]
-  m = np.ones_like(h) if mask is None else mask
-  z = conv2d_same(x, p["W_x"]) + conv2d_same(h * m, p["W_h"]) + b
-  z_i, z_f, z_g, z_o = (z[..., k * n:(k + 1) * n] for k in range(4))
-  if p["W_c"] is not None:
-    z_i = z_i + p["W_c"][0] * c
-    z_f = z_f + p["W_c"][1] * c
-  c_new = sigmoid(z_f) * c + sigmoid(z_i) * np.tanh(z_g)
-  if p["W_c"] is not None:
-    z_o = z_o + p["W_c"][2] * c_new
-  h_new = sigmoid(z_o) * np.tanh(c_new)
-  return (h_new, c_new), h_new
-
-
-def run(step, p, xs, carry, out_shape, length=None, reverse=False):
-  """``step`` over ``xs``; returns ``(ys (T, *out_shape), final carry)``."""
-  xs = np.asarray(xs, np.float64)
-  n = xs.shape[0] if length is None else int(length)
-  ys = np.zeros((xs.shape[0],) + tuple(out_shape))
-  for t in (range(n - 1, -1, -1) if reverse else range(n)):  # never xs[n:]
-    carry, ys[t] = step(p, carry, xs[t])
-  return ys, carry
+mgu_step, conv_lstm_step, run = ref.mgu_step, ref.conv_lstm_step, ref.run
 
 
 def np_carry(carry):
@@ -156,6 +109,8 @@ def test_cell_apply_matches_numpy(name):
   carry = random_like(cell.init_carry(), 1)
   xs = rng_array(2, (3,) + in_shape)
 
+  hooks = hooks_of(cell)
+
   @jax.jit
   def steps(params, carry, xs):
     outs = []
@@ -163,8 +118,8 @@ def test_cell_apply_matches_numpy(name):
       carry, y = cell.cell_apply(params, carry, xs[t])
       outs.append((carry, y))
     # The hoisted form used by rnn: every step's input projection at once.
-    zx = cell.project_inputs(params, xs)
-    return outs, zx, [cell.recurrence(params, carry, zx[t]) for t in range(3)]
+    zx = hooks.project(params, xs)
+    return outs, zx, [hooks.step(params, carry, zx[t], None) for t in range(3)]
 
   outs, zx, recurrences = to_numpy(steps(params, carry, jnp.asarray(xs, jnp.float32)))
   p_np, c_np = np_params(params), np_carry(carry)
@@ -180,7 +135,7 @@ def test_cell_apply_matches_numpy(name):
 def test_conv_lstm_input_projection_is_one_convolution():
   cell = conv_setup()[0]
   params = params_for(cell, (CIN,), 0)
-  jaxpr = jax.make_jaxpr(cell.project_inputs)(params, jnp.ones((TC, ROWS, COLS, CIN)))
+  jaxpr = jax.make_jaxpr(hooks_of(cell).project)(params, jnp.ones((TC, ROWS, COLS, CIN)))
   convs = [e for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
   assert len(convs) == 1
   assert convs[0].invars[0].aval.shape == (TC, ROWS, COLS, CIN)  # T is the batch
@@ -348,14 +303,16 @@ def test_stack_of_conv_lstm_layers_matches_numpy():
 
 
 def masked_steps(cell):
-  """``f(params, carry, x, masks)``: one step per mask, and one without."""
+  """``f(params, carry, x, masks)``: one step per mask, and one without
+  (the engine's step, which takes the mask that rnn draws per sequence)."""
+  hooks = hooks_of(cell)
 
   @jax.jit
   def f(params, carry, x, masks):
     carry, x = to_float32((carry, x))
-    zx = cell.project_inputs(params, x)
-    return ([cell.recurrence(params, carry, zx, recurrent_mask=m) for m in to_float32(masks)],
-            cell.recurrence(params, carry, zx))
+    zx = hooks.project(params, x)
+    return ([hooks.step(params, carry, zx, m) for m in to_float32(masks)],
+            hooks.step(params, carry, zx, None))
 
   return f
 
@@ -373,7 +330,7 @@ def test_mgu_recurrent_mask():
   masks = [(rng_array(53, (H,)) > 0) / 0.7, np.ones(H), np.zeros(H)]
   got, no_mask = to_numpy(masked_steps(cell)(params, h, x, masks))
   for mask, got_m in zip(masks, got):
-    assert_tree_close(got_m, mgu_step(p, h, x, mask))
+    assert_tree_close(got_m, mgu_step(p, h, x, h_mask=mask))
   # All-zero mask, by hand: no recurrent product, but (1 - f) ⊙ h_{t-1} stays.
   f = sigmoid(x @ p["W_x"][:, :H] + p["b"][:H])
   want = (1 - f) * h + f * np.tanh(x @ p["W_x"][:, H:] + p["b"][H:])
@@ -390,7 +347,7 @@ def test_conv_lstm_recurrent_mask():
   masks = [(rng_array(58, (ROWS, COLS, C)) > 0) / 0.6, np.zeros((ROWS, COLS, C))]
   got, no_mask = to_numpy(masked_steps(cell)(params, jaxrnn.LSTMState(*carry), x, masks))
   for mask, got_m in zip(masks, got):
-    assert_tree_close(got_m, conv_lstm_step(p, carry, x, mask))
+    assert_tree_close(got_m, conv_lstm_step(p, carry, x, h_mask=mask))
   assert_tree_close(no_mask, conv_lstm_step(p, carry, x))
   # With a zero mask the peepholes still see C_{t-1}: compare to H_{t-1} = 0.
   (_, c_zero_h), _ = conv_lstm_step(p, (np.zeros_like(carry[0]), carry[1]), x)
@@ -477,94 +434,136 @@ def test_conv_lstm_bfloat16_params_accumulate_in_float32():
   xs = rng_array(71, (TC, ROWS, COLS, CIN)).astype(np.float32)
   ys, carry = jax.jit(jaxrnn.rnn(cell).apply)(p16, xs)
   assert ys.dtype == carry.c.dtype == jnp.float32
-  # The reference sees the same bfloat16-rounded weights and inputs.
-  ys_np, _ = run(conv_lstm_step, np_params(p16), xs.astype(jnp.bfloat16).astype(np.float64),
-                 (np.zeros((ROWS, COLS, C)),) * 2, (ROWS, COLS, C))
-  np.testing.assert_allclose(ys, ys_np, atol=2e-2)
+  # The policy in NumPy: both operands of every product (the inputs and
+  # H_{t-1} as well as the kernels) rounded to bfloat16, the rest exact.
+  ys_np, (h_np, c_np) = run(functools.partial(conv_lstm_step, dot=ref.bf16_dot),
+                            np_params(p16), xs, (np.zeros((ROWS, COLS, C)),) * 2,
+                            (ROWS, COLS, C))
+  # Measured: 1.2e-7 (1.6e-3 without rounding the operands).
+  assert_tree_close((ys, carry.h, carry.c), (ys_np, h_np, c_np), rtol=0, atol=1e-6)
 
 
 def test_mgu_bad_input():
   cell = jaxrnn.mgu(H)
   params = random_params(cell, 0)
   h = cell.init_carry()
-  with pytest.raises(ValueError, match=r"^hidden_size: expected a positive int"):
+  owner = r"mgu\(hidden_size=4\)"
+  with pytest.raises(ValueError, match=r"^hidden_size: expected a positive int, got 0$"):
     jaxrnn.mgu(0)
-  with pytest.raises(TypeError, match=r"^bias: expected a bool"):
+  with pytest.raises(TypeError, match=r"^bias: expected a bool, got int 1$"):
     jaxrnn.mgu(H, bias=1)
   gru_params = random_params(jaxrnn.gru(H), 0)
-  with pytest.raises(TypeError, match=r"^params: mgu\(hidden_size=4\) expects MGUParams"):
+  with pytest.raises(TypeError, match=rf"^params: {owner} expects MGUParams, got GRUParams; "
+                     r"were these params made by another cell or layer\?$"):
     cell.cell_apply(gru_params, h, jnp.ones(D))
-  with pytest.raises(ValueError, match=r"^params.W_h: .* expects shape \(4, 8\)"):
+  with pytest.raises(ValueError, match=rf"^params\.W_h: {owner} expects shape \(4, 8\), got "
+                     r"shape \(4, 4\)$"):
     cell.cell_apply(params._replace(W_h=jnp.ones((H, H))), h, jnp.ones(D))
-  with pytest.raises(ValueError, match=r"^params.W_x: .* \(input_size, 8\)"):
+  with pytest.raises(ValueError, match=rf"^params\.W_x: {owner} expects shape \(input_size, "
+                     r"8\), got \(3, 4\)$"):
     cell.cell_apply(params._replace(W_x=jnp.ones((D, H))), h, jnp.ones(D))
-  with pytest.raises(ValueError, match=r"^params.b: .* got None"):
+  with pytest.raises(ValueError, match=rf"^params\.b: {owner} expects shape \(8,\), got None$"):
     cell.cell_apply(params._replace(b=None), h, jnp.ones(D))
-  with pytest.raises(ValueError, match=r"^params.b: .* has no bias"):
+  with pytest.raises(ValueError, match=rf"^params\.b: {owner} has no bias \(bias=False\), "
+                     r"got an array$"):
     jaxrnn.mgu(H, bias=False).cell_apply(params, h, jnp.ones(D))
-  with pytest.raises(ValueError, match=r"^x: .* expects shape \(3,\)"):
+  with pytest.raises(ValueError, match=r"^x: cell_apply expects shape \(3,\), got shape "
+                     r"\(4,\)$"):
     cell.cell_apply(params, h, jnp.ones(D + 1))
-  with pytest.raises(ValueError, match=r"^carry: "):
+  with pytest.raises(ValueError, match=r"^carry: cell_apply expects leaves of shape \(4,\), "
+                     r"got \(5,\); a carry is for ONE example \(vmap for a minibatch\)$"):
     cell.cell_apply(params, jnp.zeros(H + 1), jnp.ones(D))
-  with pytest.raises(ValueError, match=r"^recurrent_mask: .* expects shape \(4,\)"):
-    cell.recurrence(params, h, jnp.zeros(2 * H), recurrent_mask=jnp.ones(H + 1))
-  with pytest.raises(ValueError, match=r"^xs: .* input_size=3"):
+  with pytest.raises(ValueError, match=r"^xs: rnn\.apply expects shape \(T, 3\) to match its "
+                     r"params' input_size=3, got shape \(6, 4\)$"):
     jaxrnn.rnn(cell).apply(params, jnp.ones((T, D + 1)))
 
 
-def test_conv_lstm_bad_input():
-  with pytest.raises(ValueError, match=r"^hidden_channels: expected a positive int"):
+CONV_OWNER = (r"conv_lstm\(hidden_channels=3, kernel_size=\(3, 3\), "
+              r"spatial_shape=\(5, 4\), peephole=True\)")
+
+
+def test_conv_lstm_bad_options():
+  with pytest.raises(ValueError, match=r"^hidden_channels: expected a positive int, got 0$"):
     jaxrnn.conv_lstm(0, 3, (ROWS, COLS))
   for kernel in (2, (3, 4), 0, (-1, 3)):
-    with pytest.raises(ValueError, match=r"^kernel_size: expected odd positive sizes"):
+    with pytest.raises(ValueError, match=r"^kernel_size: expected odd positive sizes \('SAME' "
+                       r"padding is symmetric only for odd kernels\), got "
+                       + re.escape(repr(kernel)) + "$"):
       jaxrnn.conv_lstm(C, kernel, (ROWS, COLS))
   for kernel in ((3,), 3.0, "3", (3, 3, 3), True):
-    with pytest.raises(TypeError, match=r"^kernel_size: expected an odd positive int"):
+    with pytest.raises(TypeError, match=r"^kernel_size: expected an odd positive int or a pair "
+                       r"of them, got " + re.escape(repr(kernel)) + "$"):
       jaxrnn.conv_lstm(C, kernel, (ROWS, COLS))
   for shape in ((ROWS,), 5, (5.0, 4), None):
-    with pytest.raises(TypeError, match=r"^spatial_shape: expected a pair"):
+    with pytest.raises(TypeError, match=r"^spatial_shape: expected a pair of positive ints "
+                       r"\(height, width\), got " + re.escape(repr(shape)) + "$"):
       jaxrnn.conv_lstm(C, 3, shape)
-  with pytest.raises(ValueError, match=r"^spatial_shape: expected a pair"):
+  with pytest.raises(ValueError, match=r"^spatial_shape: expected a pair of positive ints "
+                     r"\(height, width\), got \(0, 4\)$"):
     jaxrnn.conv_lstm(C, 3, (0, COLS))
-  with pytest.raises(TypeError, match=r"^peephole: expected a bool"):
+  with pytest.raises(TypeError, match=r"^peephole: expected a bool, got str 'yes'$"):
     jaxrnn.conv_lstm(C, 3, (ROWS, COLS), peephole="yes")
 
+
+def test_conv_lstm_bad_input():
   cell = jaxrnn.conv_lstm(C, 3, (ROWS, COLS), peephole=True)
   layer = jaxrnn.rnn(cell)
   params = random_params(cell, 0, input_size=CIN)
   carry = cell.init_carry()
   x = jnp.ones((ROWS, COLS, CIN))
-  with pytest.raises(ValueError, match=r"^xs: conv_lstm\(.*\) expects shape "
-                     r"\(\.\.\., 5, 4, 2\) \(height, width, in_channels\), got shape "
-                     r"\(4, 5, 4, 3\)"):
-    layer.apply(params, jnp.ones((TC, ROWS, COLS, CIN + 1)))
-  with pytest.raises(ValueError, match=r"^xs: .* got shape \(4, 4, 5, 2\)"):
-    layer.apply(params, jnp.ones((TC, COLS, ROWS, CIN)))
-  with pytest.raises(ValueError, match=r"^xs: .* jax.vmap"):  # a minibatch
+  with pytest.raises(ValueError, match=r"^xs: rnn\.apply expects shape \(T, d0, d1, channels\), "
+                     r"got shape \(2, 4, 5, 4, 2\) \(rank 5\); apply works on ONE sequence: for "
+                     r"a minibatch use jax\.vmap\(layer\.apply, in_axes=\(None, 0\)\) \(and vmap "
+                     r"`length` too\)$"):
     layer.apply(params, jnp.ones((2, TC, ROWS, COLS, CIN)))
-  with pytest.raises(ValueError, match=r"^xs: .*\(rank 2\)"):
+  with pytest.raises(ValueError, match=r"^xs: rnn\.apply expects shape \(T, d0, d1, channels\), "
+                     r"got shape \(4, 2\) \(rank 2\)"):
     layer.apply(params, jnp.ones((TC, CIN)))
-  with pytest.raises(TypeError, match=r"^xs: expected a floating-point array"):
+  with pytest.raises(TypeError, match=r"^xs: expected a floating-point array, got dtype int32$"):
     layer.apply(params, jnp.ones((TC, ROWS, COLS, CIN), jnp.int32))
-  with pytest.raises(ValueError, match=r"^x: .* expects shape \(5, 4, 2\)"):
+  with pytest.raises(ValueError, match=rf"^x: {CONV_OWNER} expects shape \(5, 4, 2\) \(height, "
+                     r"width, in_channels\), got shape \(1, 5, 4, 2\)$"):
     cell.cell_apply(params, carry, jnp.ones((1, ROWS, COLS, CIN)))
-  with pytest.raises(ValueError, match=r"^carry: "):
+  with pytest.raises(ValueError, match=r"^carry: cell_apply expects leaves of shape \(5, 4, 3\), "
+                     r"got \(5, 4, 1\); a carry is for ONE example \(vmap for a minibatch\)$"):
     cell.cell_apply(params, jaxrnn.LSTMState(carry.h, jnp.zeros((ROWS, COLS, 1))), x)
-  with pytest.raises(TypeError, match=r"^params: .* expects ConvLSTMParams"):
+  with pytest.raises(TypeError, match=rf"^params: {CONV_OWNER} expects ConvLSTMParams, got "
+                     r"MGUParams; were these params made by another cell or layer\?$"):
     cell.cell_apply(random_params(jaxrnn.mgu(H), 0), carry, x)
-  with pytest.raises(ValueError, match=r"^params.W_c: .* expects shape \(3, 5, 4, 3\), got None"):
+  with pytest.raises(ValueError, match=rf"^params\.W_c: {CONV_OWNER} expects shape "
+                     r"\(3, 5, 4, 3\), got None$"):
     cell.cell_apply(params._replace(W_c=None), carry, x)
-  with pytest.raises(ValueError, match=r"^params.W_c: .* has no peepholes"):
+  with pytest.raises(ValueError, match=r"^params\.W_c: conv_lstm\(hidden_channels=3, "
+                     r"kernel_size=\(3, 3\), spatial_shape=\(5, 4\)\) has no peepholes, got an "
+                     r"array$"):
     conv_setup()[0].cell_apply(params, carry, x)
-  with pytest.raises(ValueError, match=r"^params.W_c: .* got shape \(3, 4, 5, 3\)"):
+  with pytest.raises(ValueError, match=rf"^params\.W_c: {CONV_OWNER} expects shape "
+                     r"\(3, 5, 4, 3\), got shape \(3, 4, 5, 3\)$"):
     cell.cell_apply(params._replace(W_c=jnp.zeros((3, COLS, ROWS, C))), carry, x)
-  with pytest.raises(ValueError, match=r"^params.W_x: .* expects shape \(3, 3, in_channels, 12\)"):
+  with pytest.raises(ValueError, match=rf"^params\.W_x: {CONV_OWNER} expects shape "
+                     r"\(3, 3, in_channels, 12\), got \(1, 3, 2, 12\)$"):
     cell.cell_apply(params._replace(W_x=jnp.zeros((1, 3, CIN, 4 * C))), carry, x)
-  with pytest.raises(ValueError, match=r"^params.W_h: .* expects shape \(3, 3, 3, 12\)"):
+  with pytest.raises(ValueError, match=rf"^params\.W_h: {CONV_OWNER} expects shape "
+                     r"\(3, 3, 3, 12\), got shape \(3, 3, 3, 9\)$"):
     cell.cell_apply(params._replace(W_h=jnp.zeros((3, 3, C, 3 * C))), carry, x)
-  with pytest.raises(ValueError, match=r"^params.b: .* has no bias"):
+  with pytest.raises(ValueError, match=r"^params\.b: conv_lstm\(hidden_channels=3, "
+                     r"kernel_size=\(3, 3\), spatial_shape=\(5, 4\), peephole=True\) has no "
+                     r"bias \(bias=False\), got an array$"):
     jaxrnn.conv_lstm(C, 3, (ROWS, COLS), peephole=True, bias=False).cell_apply(
         params, carry, x)
-  with pytest.raises(ValueError, match=r"^recurrent_mask: .* expects shape \(5, 4, 3\)"):
-    cell.recurrence(params, carry, jnp.zeros((ROWS, COLS, 4 * C)),
-                    recurrent_mask=jnp.ones((ROWS, COLS)))
+
+
+@pytest.mark.parametrize("hoist_inputs", [False, True], ids=["per-step", "hoisted"])
+def test_conv_lstm_wrong_maps_name_the_whole_sequence(hoist_inputs):
+  """The message gives the shape of the xs passed, whatever the engine
+  settings (the projection may run per step inside the scan)."""
+  cell = jaxrnn.conv_lstm(C, 3, (ROWS, COLS), peephole=True)
+  layer = jaxrnn.rnn(cell)
+  params = random_params(cell, 0, input_size=CIN)
+  with jaxrnn.engine_settings(hoist_inputs=hoist_inputs):
+    with pytest.raises(ValueError, match=rf"^xs: {CONV_OWNER} expects shape \(\.\.\., 5, 4, "
+                       r"2\) \(height, width, in_channels\), got shape \(4, 5, 4, 3\)(\n|$)"):
+      layer.apply(params, jnp.ones((TC, ROWS, COLS, CIN + 1)))
+    with pytest.raises(ValueError, match=rf"^xs: {CONV_OWNER} expects shape \(\.\.\., 5, 4, "
+                       r"2\) \(height, width, in_channels\), got shape \(4, 4, 5, 2\)(\n|$)"):
+      layer.apply(params, jnp.ones((TC, COLS, ROWS, CIN)))

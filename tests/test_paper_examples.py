@@ -47,7 +47,8 @@ def test_adding_batch_matches_numpy(adding, length):
 
 
 def test_adding_batch_rejects_a_length_without_room_for_two_markers(adding):
-  with pytest.raises(ValueError, match="^length: expected at least 2"):
+  with pytest.raises(ValueError, match=r"^length: expected at least 2 steps \(one per "
+                     r"marker\), got 1$"):
     adding["make_batch"](jax.random.key(0), 4, 1)
 
 

@@ -1,5 +1,6 @@
-"""min_gru, min_lstm and lru: against the papers' equations in NumPy, and the
-parallel (associative-scan) method against the sequential one."""
+"""min_gru, min_lstm and lru: against the papers' equations in NumPy
+(tests/reference.py), by the sequential and the parallel (associative-scan)
+methods."""
 
 import functools
 
@@ -15,37 +16,10 @@ from reference import D, H
 T = 9
 
 
-def min_gru_step(p, h, x):
-  """Feng et al. 2024, minGRU: z = σ(Linear_z(x)), h̃ = Linear_h(x)."""
-  z_lin = x @ p["W_x"] + ref._b(p["b"], 2 * H)
-  z, h_tilde = ref.sigmoid(z_lin[:H]), z_lin[H:]
-  h_new = (1 - z) * h + z * h_tilde
-  return h_new, h_new
-
-
-def min_lstm_step(p, h, x):
-  """Feng et al. 2024, minLSTM: normalised f and i from the input."""
-  lin = x @ p["W_x"] + ref._b(p["b"], 3 * H)
-  f, i, h_tilde = ref.sigmoid(lin[:H]), ref.sigmoid(lin[H:2 * H]), lin[2 * H:]
-  h_new = f / (f + i) * h + i / (f + i) * h_tilde
-  return h_new, h_new
-
-
-def lru_step(p, state, x):
-  """Orvieto et al. 2023: h = λ h + γ (B x), y = Re(C h) + D x."""
-  h = state[0] + 1j * state[1]
-  lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
-  B = p["B_re"] + 1j * p["B_im"]
-  C = p["C_re"] + 1j * p["C_im"]
-  h = lam * h + np.exp(p["gamma_log"]) * (x @ B)
-  y = np.real(h @ C) + p["D"] * x
-  return (np.real(h), np.imag(h)), y
-
-
 CASES = {
-    "min_gru": (lambda: jaxrnn.min_gru(H), min_gru_step, H),
-    "min_lstm": (lambda: jaxrnn.min_lstm(H), min_lstm_step, H),
-    "lru": (lambda: jaxrnn.lru(H, r_min=0.5, r_max=0.99), lru_step, D),
+    "min_gru": (lambda: jaxrnn.min_gru(H), ref.min_gru_step, H),
+    "min_lstm": (lambda: jaxrnn.min_lstm(H), ref.min_lstm_step, H),
+    "lru": (lambda: jaxrnn.lru(H, r_min=0.5, r_max=0.99), ref.lru_step, D),
 }
 NAMES = sorted(CASES)
 METHODS = ("sequential", "parallel")
@@ -69,23 +43,6 @@ def as_tuple(carry):
   return tuple(carry) if isinstance(carry, tuple) else carry
 
 
-def np_segments(step, p, xs, carry, out, length, reset, reverse):
-  """The NumPy run over each segment of a packed row, from `carry` for the
-  first segment in scan order and zeros for the others."""
-  n = length
-  starts = [t for t in range(n) if reset[t] or t == 0]
-  bounds = list(zip(starts, starts[1:] + [n]))
-  ys = np.zeros((xs.shape[0], out))
-  zero = jax.tree_util.tree_map(np.zeros_like, carry)
-  order = bounds[::-1] if reverse else bounds
-  final = carry
-  for k, (s, e) in enumerate(order):
-    ys_k, final = ref.run(step, p, xs[s:e], carry if k == 0 else zero, out,
-                          reverse=reverse)
-    ys[s:e] = ys_k
-  return ys, final
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", NAMES)
 def test_against_numpy_with_lengths_resets_and_reverse(name, method):
@@ -105,33 +62,61 @@ def test_against_numpy_with_lengths_resets_and_reverse(name, method):
       junk_reset[length:] = True  # flags on padding never take effect
       results = f(params, xs_junk, length, carry, jnp.asarray(junk_reset))
       for reverse, (ys, c) in zip((False, True), results):
-        want_ys, want_c = np_segments(step, p, np.asarray(xs, np.float64),
-                                      ref.np_carry(carry), out, length, reset, reverse)
+        want_ys, want_c = ref.run(step, p, xs, ref.np_carry(carry), out, length,
+                                  reverse, reset)
         msg = f"{name} {method} length={length} reset={reset.any()} reverse={reverse}"
         ref.assert_tree_close(ys, want_ys, err_msg=msg)
         ref.assert_tree_close(as_tuple(c), want_c, err_msg=msg)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_parallel_equals_sequential_values_and_gradients(name):
-  cell = CASES[name][0]()
+def test_both_methods_values_and_gradients_match_numpy(name, x64):
+  """A vmapped minibatch of 40 steps (lengths 40, 17, 0), both directions:
+  the loss against NumPy, and its gradient along random directions of
+  every parameter and of the inputs against central differences."""
+  make, step, out = CASES[name]
+  cell = make()
   params = ref.random_params(cell, 4)
-  xs = ref.random_xs(5, (40, D))
-  lengths = jnp.array([40, 17, 0])
+  xs = ref.random_xs(5, (40, D), np.float64)
+  lengths = [40, 17, 0]
   batch = jnp.stack([xs, xs[::-1], xs * 2])
-  weights = ref.random_xs(6, (3, 40, CASES[name][2]))
+  weights = np.asarray(ref.random_xs(6, (3, 40, out)), np.float64)
+  zero = ref.np_carry(jax.tree_util.tree_map(np.zeros_like, cell.init_carry()))
 
   def loss(p, x, method, reverse):
     layer = jaxrnn.rnn(cell, method=method, reverse=reverse)
-    ys, carry = jax.vmap(layer.apply, in_axes=(None, 0))(p, x, length=lengths)
+    ys, carry = jax.vmap(layer.apply, in_axes=(None, 0))(p, x, length=jnp.asarray(lengths))
     return jnp.sum(ys * weights) + sum(jnp.sum(c) for c in jax.tree_util.tree_leaves(carry))
 
+  def loss_np(p, x, reverse):
+    total = 0.0
+    for b, n in enumerate(lengths):
+      ys, carry = ref.run(step, p, x[b], zero, out, n, reverse)
+      total += np.sum(ys * weights[b]) + sum(np.sum(c) for c in jax.tree_util.tree_leaves(carry))
+    return total
+
+  value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=(2, 3))
+  p_np, x_np = ref.np_params(params), np.asarray(batch)
+  rng = np.random.default_rng(7)
+  eps = 1e-6
   for reverse in (False, True):
-    seq = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=(2, 3))
-    v_s, g_s = seq(params, batch, "sequential", reverse)
-    v_p, g_p = seq(params, batch, "parallel", reverse)
-    np.testing.assert_allclose(v_p, v_s, rtol=1e-5)
-    ref.assert_tree_close(g_p, g_s, rtol=1e-5, atol=1e-5)
+    want = loss_np(p_np, x_np, reverse)
+    directions = {k: rng.standard_normal(v.shape) for k, v in p_np.items() if v is not None}
+    d_x = rng.standard_normal(x_np.shape)
+    fd = {k: (loss_np(dict(p_np, **{k: p_np[k] + eps * d}), x_np, reverse)
+              - loss_np(dict(p_np, **{k: p_np[k] - eps * d}), x_np, reverse)) / (2 * eps)
+          for k, d in directions.items()}
+    fd_x = (loss_np(p_np, x_np + eps * d_x, reverse)
+            - loss_np(p_np, x_np - eps * d_x, reverse)) / (2 * eps)
+    for method in METHODS:
+      msg = f"{name} {method} reverse={reverse}"
+      value, (g_p, g_x) = value_and_grad(params, batch, method, reverse)
+      np.testing.assert_allclose(value, want, rtol=1e-10, err_msg=msg)
+      for k, d in directions.items():
+        np.testing.assert_allclose(np.sum(np.asarray(getattr(g_p, k)) * d), fd[k],
+                                   rtol=1e-6, atol=1e-8, err_msg=f"{k}, {msg}")
+      np.testing.assert_allclose(np.sum(np.asarray(g_x) * d_x), fd_x, rtol=1e-6, atol=1e-8,
+                                 err_msg=f"xs, {msg}")
 
 
 def test_parallel_gradients_match_finite_differences(x64):
@@ -155,7 +140,7 @@ def test_parallel_gradients_match_finite_differences(x64):
   np.testing.assert_allclose(analytic, fd, rtol=1e-7)
 
 
-def test_auto_picks_by_length_and_backend(monkeypatch):
+def test_auto_picks_by_length_and_settings():
   cell = jaxrnn.min_gru(H)
   layer = jaxrnn.rnn(cell)  # method="auto"
   params = layer.init_params(jax.random.key(0), D)
@@ -163,16 +148,16 @@ def test_auto_picks_by_length_and_backend(monkeypatch):
   def text(num_steps):
     return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(jnp.ones((num_steps, D))))
 
-  backend = jax.default_backend()
-  monkeypatch.setitem(jaxrnn._src.cells.linear.PARALLEL_MIN_STEPS, backend, 40)
-  assert "scan" not in text(40) and "while" not in text(40)  # associative
-  assert "scan" in text(39)
-  monkeypatch.setitem(jaxrnn._src.cells.linear.PARALLEL_MIN_STEPS, backend, None)
-  assert "scan" in text(5000)  # None: always sequential
+  with jaxrnn.engine_settings(parallel_min_steps=40):
+    assert "scan" not in text(40) and "while" not in text(40)  # associative
+    assert "scan" in text(39)
+  with jaxrnn.engine_settings(parallel_min_steps=None):
+    assert "scan" in text(5000)  # None: always sequential
   xs = ref.random_xs(1, (43, D))
-  seq = jaxrnn.rnn(cell, method="sequential").apply(params, xs)[0]
-  par = jaxrnn.rnn(cell, method="parallel").apply(params, xs)[0]
-  np.testing.assert_allclose(par, seq, rtol=1e-5, atol=1e-6)
+  want, _ = ref.run(ref.min_gru_step, ref.np_params(params), xs, np.zeros(H), H)
+  for method in METHODS:
+    ys, _ = jaxrnn.rnn(cell, method=method).apply(params, xs)
+    ref.assert_tree_close(ys, want, err_msg=method)
 
 
 def test_cell_apply_loop_equals_the_layer_and_numpy():
@@ -195,21 +180,48 @@ def test_cell_apply_loop_equals_the_layer_and_numpy():
 
 
 def test_stable_when_gates_saturate():
-  """min_lstm's normalisation when both gates underflow, min_gru at z -> 1,
-  and a long sequence with |a_t| close to 1."""
+  """Saturated gates against the float64 NumPy formulas: min_lstm with both
+  gates underflowing float32 (σ(-150) = 7e-66, where the naive f / (f + i)
+  is 0 / 0), with both at 1, and with one at 0 and the other at 1; min_gru
+  with 1 - z underflowing float32."""
+  T_sat = 12
+  xs = ref.random_xs(30, (T_sat, D))
+  carry = ref.random_xs(31, (H,))
+  k_h = np.asarray(ref.random_xs(33, (H,)), np.float64)
+  saturated = {  # pre-activation offsets of the (f, i) gates
+      "both underflow": (np.full(H, -150.0), -150.0 + np.array([-3.0, -1.0, 0.5, 2.0])),
+      "both one": (np.full(H, 60.0), np.full(H, 70.0)),
+      "forget off, input on": (np.full(H, -120.0), np.full(H, 120.0)),
+  }
   cell = jaxrnn.min_lstm(H)
-  params = cell.init_params(jax.random.key(0), D)
-  params = params._replace(b=jnp.concatenate([jnp.full(2 * H, -200.0), jnp.zeros(H)]))
+  W_x = ref.random_xs(32, (D, 3 * H)) * 0.5
+  for what, (k_f, k_i) in saturated.items():
+    b = jnp.asarray(np.concatenate([k_f, k_i, k_h]), jnp.float32)
+    params = jaxrnn.MinLSTMParams(W_x, b)
+    want = ref.run(ref.min_lstm_step, ref.np_params(params), xs,
+                   np.asarray(carry, np.float64), H)
+    for method in METHODS:
+      got = jax.jit(jaxrnn.rnn(cell, method=method).apply)(params, xs, carry=carry)
+      ref.assert_tree_close(got, want, err_msg=f"{what} {method}")
+  cell = jaxrnn.min_gru(H)
+  W_x = ref.random_xs(34, (D, 2 * H)) * 0.5
+  b = jnp.asarray(np.concatenate([np.full(H, 120.0), k_h]), jnp.float32)
+  params = jaxrnn.MinGRUParams(W_x, b)
+  want = ref.run(ref.min_gru_step, ref.np_params(params), xs, np.asarray(carry, np.float64), H)
   for method in METHODS:
-    ys, _ = jaxrnn.rnn(cell, method=method).apply(params, jnp.zeros((70, D)))
-    assert bool(jnp.all(jnp.isfinite(ys)))
+    got = jax.jit(jaxrnn.rnn(cell, method=method).apply)(params, xs, carry=carry)
+    ref.assert_tree_close(got, want, err_msg=f"min_gru {method}")
+
+
+def test_long_lru_sequence_with_moduli_close_to_one():
+  """5,000 steps with |λ| in [0.999, 0.9999]: both methods against NumPy."""
   lru = jaxrnn.lru(H, r_min=0.999, r_max=0.9999)
   lp = lru.init_params(jax.random.key(1), D)
-  xs = jax.random.normal(jax.random.key(2), (5000, D))
-  a = jaxrnn.rnn(lru, method="parallel").apply(lp, xs)[0]
-  b = jaxrnn.rnn(lru, method="sequential").apply(lp, xs)[0]
-  assert bool(jnp.all(jnp.isfinite(a)))
-  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  xs = ref.random_xs(2, (5000, D))
+  want, _ = ref.run(ref.lru_step, ref.np_params(lp), xs, (np.zeros(H), np.zeros(H)), D)
+  for method in METHODS:
+    ys = jax.jit(jaxrnn.rnn(lru, method=method).apply)(lp, xs)[0]
+    np.testing.assert_allclose(ys, want, rtol=1e-4, atol=2e-4, err_msg=method)
 
 
 def test_bidirectional_stack_and_remat_with_the_parallel_method():
@@ -217,16 +229,22 @@ def test_bidirectional_stack_and_remat_with_the_parallel_method():
       jaxrnn.bidirectional(jaxrnn.min_gru(H), jaxrnn.min_lstm(H), method="parallel"),
       jaxrnn.rnn(jaxrnn.lru(H), method="parallel", remat=4),
       jaxrnn.readout(2))
-  seq = jaxrnn.stack(
-      jaxrnn.bidirectional(jaxrnn.min_gru(H), jaxrnn.min_lstm(H), method="sequential"),
-      jaxrnn.rnn(jaxrnn.lru(H), method="sequential"),
-      jaxrnn.readout(2))
   params = ref.random_params(net, 3)
   xs = ref.random_xs(4, (T, D))
-  reset = jnp.zeros(T, bool).at[5].set(True)
-  a, ca = net.apply(params, xs, length=8, reset=reset)
-  b, cb = seq.apply(params, xs, length=8, reset=reset)
-  ref.assert_tree_close((a, ca), (b, cb), rtol=1e-5, atol=1e-6)
+  reset = np.zeros(T, bool)
+  reset[5] = True
+  ys, (c0, c1, _) = jax.jit(lambda p, x, r: net.apply(p, x, length=8, reset=r))(
+      params, xs, jnp.asarray(reset))
+  p0, p1, p2 = params
+  zeros = np.zeros(H)
+  ys0, k0 = ref.run_bidirectional(ref.min_gru_step, ref.min_lstm_step,
+                                  ref.np_params(p0.forward), ref.np_params(p0.backward),
+                                  np.asarray(xs, np.float64), zeros, zeros, H, H, 8,
+                                  reset=reset)
+  ys1, k1 = ref.run(ref.lru_step, ref.np_params(p1), ys0, (zeros, zeros), 2 * H, 8,
+                    reset=reset)
+  want = ref.run_readout(ref.np_params(p2), ys1, 8)
+  ref.assert_tree_close((ys, (c0.forward, c0.backward), tuple(c1)), (want, k0, k1))
 
 
 def test_lru_initialisation_follows_the_paper():
@@ -243,23 +261,34 @@ def test_lru_initialisation_follows_the_paper():
 
 
 def test_errors():
-  with pytest.raises(ValueError, match="^method: 'parallel' needs"):
+  with pytest.raises(ValueError, match=r"^method: 'parallel' needs a cell whose recurrence is "
+                     r"linear in the state \(jaxrnn\.min_gru, min_lstm, lru\); this cell runs "
+                     r"sequentially$"):
     jaxrnn.rnn(jaxrnn.lstm(H), method="parallel")
-  with pytest.raises(ValueError, match="^method: expected one of"):
+  with pytest.raises(ValueError, match=r"^method: expected one of \('auto', 'sequential', "
+                     r"'parallel', 'reference'\), got 'fast'$"):
     jaxrnn.rnn(jaxrnn.min_gru(H), method="fast")
-  with pytest.raises(ValueError, match="^recurrent_dropout: "):
+  with pytest.raises(ValueError, match=r"^recurrent_dropout: this cell has no recurrent "
+                     r"product to drop inputs of \(user cells and the linear cells min_gru, "
+                     r"min_lstm, lru\)$"):
     jaxrnn.rnn(jaxrnn.min_gru(H), recurrent_dropout=0.2)
-  with pytest.raises(ValueError, match="^zoneout: needs a cell whose output"):
+  with pytest.raises(ValueError, match=r"^zoneout: needs a cell whose output is its hidden "
+                     r"state \(carry\.h or the carry itself\), as the built-in cells except "
+                     r"lru$"):
     jaxrnn.rnn(jaxrnn.lru(H), zoneout=0.1)
-  layer = jaxrnn.rnn(jaxrnn.min_gru(H), method="parallel", zoneout=0.1)
-  params = layer.init_params(jax.random.key(0), D)
-  with pytest.raises(ValueError, match="^zoneout: the parallel method"):
-    layer.apply(params, jnp.ones((T, D)))
-  with pytest.raises(ValueError, match="^r_max: "):
+  with pytest.raises(ValueError, match=r"^zoneout: the parallel method evaluates a linear "
+                     r"recurrence without per-step carry mixing; use method='sequential' "
+                     r"with zoneout$"):
+    jaxrnn.rnn(jaxrnn.min_gru(H), method="parallel", zoneout=0.1)
+  with pytest.raises(ValueError, match=r"^r_max: expected r_min < r_max, got r_min=0\.9, "
+                     r"r_max=0\.5$"):
     jaxrnn.lru(H, r_min=0.9, r_max=0.5)
   cell = jaxrnn.min_gru(H)
-  with pytest.raises(ValueError, match=r"^params.W_x: .*\(input_size, 8\)"):
+  with pytest.raises(ValueError, match=r"^params\.W_x: min_gru\(hidden_size=4\) expects shape "
+                     r"\(input_size, 8\), got \(3, 3\)$"):
     cell.cell_apply(jaxrnn.MinGRUParams(jnp.ones((D, 3)), jnp.ones(8)), cell.init_carry(),
                     jnp.ones(D))
-  with pytest.raises(TypeError, match="^params: "):
+  with pytest.raises(TypeError, match=r"^params: min_gru\(hidden_size=4\) expects "
+                     r"MinGRUParams, got LSTMParams; were these params made by another cell or "
+                     r"layer\?$"):
     jaxrnn.rnn(cell).apply(jaxrnn.lstm(H).init_params(jax.random.key(0), D), jnp.ones((T, D)))

@@ -11,10 +11,13 @@ NAMED_TUPLES = {
     "BidirectionalParams",
     "Cell",
     "ConvLSTMParams",
+    "Elman2DParams",
     "ElmanParams",
+    "EngineSettings",
     "GRUParams",
     "LRUParams",
     "LRUState",
+    "LSTM2DParams",
     "LSTMParams",
     "LSTMState",
     "Layer",
@@ -23,24 +26,33 @@ NAMED_TUPLES = {
     "MGUParams",
     "MinGRUParams",
     "MinLSTMParams",
+    "ReNetCarry",
+    "ReNetParams",
     "ReadoutParams",
 }
 EXPECTED = NAMED_TUPLES | {
     # cells
     "conv_lstm",
     "elman",
+    "elman2d",
     "gru",
     "lru",
     "lstm",
+    "lstm2d",
     "mgu",
     "min_gru",
     "min_lstm",
     # layers and losses
     "bidirectional",
+    "multidirectional",
     "readout",
+    "renet",
     "rnn",
+    "rnn2d",
     "stack",
     "sequence_loss",
+    # the engine's tuning
+    "engine_settings",
     # training toolkit
     "bucket_by_length",
     "pad_sequences",
@@ -87,7 +99,9 @@ def test_every_public_name_is_importable():
 
 
 def test_no_other_public_attributes():
-  """Besides __all__, only submodules and dunders are visible."""
+  """Besides __all__, only submodules and dunders are visible (the
+  framework adapters jaxrnn.flax, jaxrnn.nnx and jaxrnn.equinox load on
+  first use)."""
   extra = {n for n in dir(jaxrnn) if not n.startswith("_")} - EXPECTED
   for name in extra:
     assert type(getattr(jaxrnn, name)).__name__ == "module", name
@@ -99,7 +113,10 @@ def test_version():
 
 
 def test_documented_fields():
-  assert jaxrnn.Cell._fields[:3] == ("init_params", "init_carry", "cell_apply")
+  # The user's contract only: the engine's hooks live in a private registry.
+  assert jaxrnn.Cell._fields == ("init_params", "init_carry", "cell_apply", "hidden_size",
+                                 "output_size", "config", "input_ndim")
+  assert jaxrnn.EngineSettings._fields == ("unroll", "hoist_inputs", "parallel_min_steps")
   assert jaxrnn.Layer._fields[:3] == ("init_params", "apply", "init_carry")
   assert jaxrnn.LSTMState._fields == ("h", "c")
   assert jaxrnn.ReadoutParams._fields == ("W_hy", "b_y")

@@ -5,6 +5,8 @@ probe networks whose outputs reveal them exactly (linear cells with identity
 weights), then check the semantics against NumPy with those masks.
 """
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -64,39 +66,17 @@ def test_recurrent_dropout_reproducible_and_absent_without_key():
   ref.assert_tree_close(layer.apply(params, xs), plain.apply(params, xs), rtol=0, atol=0)
 
 
-def lstm_masked_step(mask):
-  def step(p, carry, x):
-    h, c = carry
-    n = p["W_h"].shape[1] // 4
-    z = x @ p["W_x"] + p["b_x"] + (h * mask) @ p["W_h"] + p["b_h"]
-    c_new = ref.sigmoid(z[n:2 * n]) * c + ref.sigmoid(z[:n]) * np.tanh(z[2 * n:3 * n])
-    h_new = ref.sigmoid(z[3 * n:]) * np.tanh(c_new)
-    return (h_new, c_new), h_new
-  return step
-
-
-def gru_masked_step(mask):
-  """Gal & Ghahramani: the mask on h_{t-1} in the products, not in z ⊙ h."""
-  def step(p, h, x):
-    n = p["W_h"].shape[0]
-    zx, zh = x @ p["W_x"] + p["b_x"], (h * mask) @ p["W_h"] + p["b_h"]
-    r = ref.sigmoid(zx[:n] + zh[:n])
-    z = ref.sigmoid(zx[n:2 * n] + zh[n:2 * n])
-    n_t = np.tanh(zx[2 * n:] + r * zh[2 * n:])
-    h_new = (1 - z) * n_t + z * h
-    return h_new, h_new
-  return step
-
-
-@pytest.mark.parametrize("fused_vjp", [None, False])
+@pytest.mark.parametrize("method", ["auto", "reference"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_recurrent_dropout_against_numpy(kind, fused_vjp):
+def test_recurrent_dropout_against_numpy(kind, method):
   """Outputs and gradients with the mask read back from the probe."""
   rate, key = 0.4, jax.random.key(5)
   mask = np.asarray(dropout_mask(key, H, rate)[0], np.float64)
   cell = jaxrnn.lstm(H) if kind == "lstm" else jaxrnn.gru(H)
-  step = (lstm_masked_step if kind == "lstm" else gru_masked_step)(mask)
-  layer = jaxrnn.rnn(cell, recurrent_dropout=rate, fused_vjp=fused_vjp)
+  # Gal & Ghahramani: the mask on h_{t-1} in the products (for the GRU not
+  # in z ⊙ h_{t-1}).
+  step = functools.partial(ref.lstm_step if kind == "lstm" else ref.gru_step, h_mask=mask)
+  layer = jaxrnn.rnn(cell, recurrent_dropout=rate, method=method)
   params = ref.random_params(cell, 6)
   carry = ref.random_like(cell.init_carry(), 7)
   xs = ref.random_xs(8)
@@ -106,21 +86,47 @@ def test_recurrent_dropout_against_numpy(kind, fused_vjp):
   ref.assert_tree_close(tuple(c) if kind == "lstm" else c, want_c)
 
 
-def test_recurrent_dropout_fused_and_autodiff_gradients_agree(x64):
-  layer_f = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=0.3)
-  layer_a = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=0.3, fused_vjp=False)
-  params = ref.random_params(layer_f, 9, dtype=jnp.float64)
+@pytest.mark.parametrize("method", ["auto", "reference"])
+def test_recurrent_dropout_gradients_match_numpy(method, x64):
+  """A vmapped minibatch, one key per example: the gradient of every
+  parameter along random directions against central differences of the
+  NumPy LSTM with each example's mask (read back from the probe)."""
+  rate = 0.3
+  layer = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=rate, method=method)
+  params = ref.random_params(layer, 9, dtype=jnp.float64)
   xs = ref.random_xs(10, dtype=np.float64)
   keys = jax.random.split(jax.random.key(11), 3)
   batch = jnp.stack([xs, -xs, 2 * xs])
-  lengths = jnp.array([T, 2, 0])
+  lengths = [T, 2, 0]
+  masks = [np.asarray(dropout_mask(k, H, rate)[0], np.float64) for k in keys]
+  assert not np.array_equal(masks[0], masks[1])
 
-  def loss(layer, p):
-    ys, _ = jax.vmap(layer.apply, in_axes=(None, 0))(p, batch, length=lengths, key=keys)
+  def loss(p):
+    ys, _ = jax.vmap(layer.apply, in_axes=(None, 0))(p, batch, length=jnp.asarray(lengths),
+                                                     key=keys)
     return jnp.sum(jnp.sin(ys))
 
-  ref.assert_tree_close(jax.grad(lambda p: loss(layer_f, p))(params),
-                        jax.grad(lambda p: loss(layer_a, p))(params), rtol=1e-10, atol=1e-12)
+  def loss_np(p):
+    total = 0.0
+    for x, n, m in zip(np.asarray(batch), lengths, masks):
+      step = functools.partial(ref.lstm_step, h_mask=m)
+      ys, _ = ref.run(step, p, x, (np.zeros(H), np.zeros(H)), H, n)
+      total += np.sum(np.sin(ys))
+    return total
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(params)
+  p_np = ref.np_params(params)
+  np.testing.assert_allclose(value, loss_np(p_np), rtol=1e-12)
+  rng = np.random.default_rng(12)
+  eps = 1e-6
+  for name, g in grads._asdict().items():
+    if g is None:
+      continue
+    d = rng.standard_normal(g.shape)
+    fd = (loss_np(dict(p_np, **{name: p_np[name] + eps * d}))
+          - loss_np(dict(p_np, **{name: p_np[name] - eps * d}))) / (2 * eps)
+    np.testing.assert_allclose(np.sum(np.asarray(g) * d), fd, rtol=1e-7, atol=1e-9,
+                               err_msg=name)
 
 
 def counter_run(zoneout, key, steps=6, size=WIDE):
@@ -228,21 +234,135 @@ def test_keys_reach_every_layer_and_direction_under_vmap():
   np.testing.assert_allclose(ev, pv, rtol=1e-6, atol=1e-7)
 
 
+# ---------------------------------------------------------------------------
+# Keys: every layer and direction draws its own masks from the key it is
+# given.
+
+PROBE = 64  # units of the mask probes
+
+
+def _probe_layer(**options):
+  return jaxrnn.rnn(jaxrnn.elman(PROBE, activation=identity), recurrent_dropout=0.5,
+                    **options)
+
+
+def _assert_mask(m, err_msg=""):
+  """``m`` is a dropout mask of rate 0.5: entries 0 or 2, not all equal."""
+  m = np.asarray(m)
+  assert set(np.unique(m)) == {0.0, 2.0}, err_msg
+
+
+def test_bidirectional_directions_draw_their_own_masks():
+  """Probe cells in both directions (h_1 = m ⊙ h_0 with h_0 = 1): one step
+  reveals each direction's mask; they must differ and follow the key."""
+  layer = jaxrnn.bidirectional(jaxrnn.elman(PROBE, activation=identity),
+                               jaxrnn.elman(PROBE, activation=identity),
+                               recurrent_dropout=0.5)
+  p = probe_params(PROBE, 1)
+  params = jaxrnn.BidirectionalParams(p, p)
+  ones = jaxrnn.BidirectionalCarry(jnp.ones(PROBE), jnp.ones(PROBE))
+  apply = jax.jit(lambda key: layer.apply(params, jnp.zeros((1, 1)), carry=ones, key=key)[0])
+  masks = {}
+  for seed in (0, 1):
+    ys = np.asarray(apply(jax.random.key(seed)))
+    m_f, m_b = ys[0, :PROBE], ys[0, PROBE:]
+    _assert_mask(m_f, f"forward, key {seed}")
+    _assert_mask(m_b, f"backward, key {seed}")  # fails if it got no key
+    assert not np.array_equal(m_f, m_b)  # fails if both got the same key
+    masks[seed] = (m_f, m_b)
+  for half in (0, 1):
+    assert not np.array_equal(masks[0][half], masks[1][half])
+  no_key, _ = layer.apply(params, jnp.zeros((1, 1)), carry=ones)
+  np.testing.assert_array_equal(no_key, 1.0)
+
+
+def test_stacked_layers_draw_their_own_masks():
+  """Two identical probe layers under one key: the final carries reveal
+  the first layer's mask, the outputs the second's."""
+  net = jaxrnn.stack(_probe_layer(), _probe_layer())
+  params = (probe_params(PROBE, 1), probe_params(PROBE, PROBE))  # W_x = 0
+  ones = (jnp.ones(PROBE), jnp.ones(PROBE))
+  apply = jax.jit(lambda key: net.apply(params, jnp.zeros((1, 1)), carry=ones, key=key))
+  masks = {}
+  for seed in (0, 1):
+    ys, (m_0, m_1) = apply(jax.random.key(seed))
+    np.testing.assert_array_equal(ys[0], m_1)
+    _assert_mask(m_0, f"layer 0, key {seed}")
+    _assert_mask(m_1, f"layer 1, key {seed}")
+    assert not np.array_equal(m_0, m_1)  # fails if both layers got one key
+    masks[seed] = (m_0, m_1)
+  for k in (0, 1):
+    assert not np.array_equal(masks[0][k], masks[1][k])
+
+
+def test_regulariser_on_one_layer_of_a_stack():
+  """Only the middle layer has zoneout: the first layer ignores the key,
+  the middle layer's carry and the net's outputs follow it."""
+  net = jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(H)), jaxrnn.rnn(jaxrnn.gru(H), zoneout=0.3),
+                     jaxrnn.readout(2))
+  params = ref.random_params(net, 40)
+  xs = ref.random_xs(41)
+  apply = jax.jit(lambda key: net.apply(params, xs, length=4, key=key))
+  (ys_a, c_a), (ys_b, c_b) = apply(jax.random.key(0)), apply(jax.random.key(1))
+  ys_n, c_n = jax.jit(lambda: net.apply(params, xs, length=4))()
+  ref.assert_tree_close(c_a[0], c_n[0], rtol=0, atol=0)  # deterministic layer
+  ref.assert_tree_close(c_b[0], c_n[0], rtol=0, atol=0)
+  for other in (c_b[1], c_n[1]):
+    assert np.max(np.abs(np.asarray(c_a[1]) - np.asarray(other))) > 1e-3
+  for other in (ys_b, ys_n):
+    assert np.max(np.abs(np.asarray(ys_a) - np.asarray(other))) > 1e-3
+
+
+@pytest.mark.parametrize("stochastic", ["forward", "backward"])
+def test_regulariser_on_one_direction_of_a_bidirectional(stochastic):
+  """Recurrent dropout on both directions, but W_h = 0 in one of them (the
+  mask then multiplies nothing): that half ignores the key, the other half
+  follows it, also when it runs backward."""
+  layer = jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), recurrent_dropout=0.5)
+  params = ref.random_params(layer, 42)
+  quiet = "backward" if stochastic == "forward" else "forward"
+  part = getattr(params, quiet)
+  params = params._replace(**{quiet: part._replace(W_h=jnp.zeros_like(part.W_h))})
+  xs = ref.random_xs(43)
+  carry = ref.random_like(layer.init_carry(), 44)  # non-zero: the mask acts at every step
+  apply = jax.jit(lambda key: layer.apply(params, xs, length=4, carry=carry, key=key)[0])
+  ys_a, ys_b = apply(jax.random.key(0)), apply(jax.random.key(1))
+  ys_n = jax.jit(lambda: layer.apply(params, xs, length=4, carry=carry)[0])()
+  moving = slice(0, H) if stochastic == "forward" else slice(H, 2 * H)
+  still = slice(H, 2 * H) if stochastic == "forward" else slice(0, H)
+  np.testing.assert_array_equal(ys_a[:, still], ys_n[:, still])
+  np.testing.assert_array_equal(ys_b[:, still], ys_n[:, still])
+  for other in (ys_b, ys_n):
+    # Every valid step of the stochastic half changes with the key.
+    diff = np.abs(np.asarray(ys_a[:4, moving]) - np.asarray(other[:4, moving]))
+    assert np.all(diff.max(axis=1) > 1e-4), diff
+
+
 def test_bad_rates_and_keys():
-  with pytest.raises(ValueError, match=r"^recurrent_dropout: expected a rate in \[0, 1\)"):
+  with pytest.raises(ValueError, match=r"^recurrent_dropout: expected a rate in \[0, 1\), "
+                     r"got 1\.0$"):
     jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=1.0)
-  with pytest.raises(TypeError, match="^zoneout: "):
+  with pytest.raises(TypeError, match=r"^zoneout: expected a rate in \[0, 1\) or rates "
+                     r"structured like the cell's carry PyTreeDef\(.*LSTMState.*\), got "
+                     r"\(0\.1, 0\.2, 0\.3\)$"):
     jaxrnn.rnn(jaxrnn.lstm(H), zoneout=(0.1, 0.2, 0.3))
-  with pytest.raises(ValueError, match="^zoneout: "):
+  with pytest.raises(ValueError, match=r"^zoneout: expected a rate in \[0, 1\), got -0\.5$"):
     jaxrnn.rnn(jaxrnn.lstm(H), zoneout=jaxrnn.LSTMState(h=0.1, c=-0.5))
-  with pytest.raises(ValueError, match="^dropout: "):
+  with pytest.raises(ValueError, match=r"^dropout: expected a rate in \[0, 1\), got 2\.0$"):
     jaxrnn.stack(jaxrnn.readout(2), dropout=2.0)
-  with pytest.raises(ValueError, match="^recurrent_dropout: this cell"):
-    jaxrnn.rnn(jaxrnn.Cell(jaxrnn.elman(H).init_params, jaxrnn.elman(H).init_carry,
-                           jaxrnn.elman(H).cell_apply), recurrent_dropout=0.1)
+  elman = jaxrnn.elman(H)
+  user_cell = jaxrnn.Cell(elman.init_params, elman.init_carry,
+                          lambda p, c, x: elman.cell_apply(p, c, x))
+  with pytest.raises(ValueError, match=r"^recurrent_dropout: this cell has no recurrent "
+                     r"product to drop inputs of \(user cells and the linear cells min_gru, "
+                     r"min_lstm, lru\)$"):
+    jaxrnn.rnn(user_cell, recurrent_dropout=0.1)
   layer = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=0.1)
   params = layer.init_params(jax.random.key(0), D)
-  with pytest.raises(TypeError, match="^key: expected a PRNG key"):
+  with pytest.raises(TypeError, match=r"^key: expected a PRNG key from jax\.random\.key \(or "
+                     r"a raw uint32 key of shape \(2,\)\), got int$"):
     layer.apply(params, jnp.ones((T, D)), key=3)
-  with pytest.raises(ValueError, match=r"^key: expected ONE PRNG key .*split"):
+  with pytest.raises(ValueError, match=r"^key: expected ONE PRNG key \(shape \(\)\), got shape "
+                     r"\(2,\); for a minibatch pass jax\.random\.split\(key, B\) through "
+                     r"jax\.vmap$"):
     layer.apply(params, jnp.ones((T, D)), key=jax.random.split(jax.random.key(0), 2))

@@ -41,6 +41,10 @@ def test_packed_row_equals_separate_runs(case, remat):
       want, _ = ref.run(case.step, p, np.asarray(xs[s:e]), ref.np_carry(zero),
                         case.out_size, reverse=reverse)
       ref.assert_tree_close(ys[s:e], want, err_msg=f"{s}:{e} reverse={reverse}")
+    # ... and the NumPy run of the packed row with its resets.
+    want, _ = ref.run(case.step, p, np.asarray(xs), ref.np_carry(zero), case.out_size,
+                      LENGTH, reverse, reset=RESET)
+    ref.assert_tree_close(ys, want, err_msg=f"packed reverse={reverse}")
     assert bool(jnp.all(ys[LENGTH:] == 0))
     last = SEGMENTS[0] if reverse else SEGMENTS[-1]
     _, want_c = ref.run(case.step, p, np.asarray(xs[last[0]:last[1]]),
@@ -121,19 +125,36 @@ def test_learned_carry_params_forward_and_gradients(x64):
   g_c = jax.grad(lambda c0: jnp.sum(jnp.sin(plain.apply(params.cell, xs, length=5,
                                                          carry=c0)[0])))(params.initial_carry)
   ref.assert_tree_close(g.initial_carry, g_c, rtol=1e-12, atol=1e-14)
-  # Segment resets restart from the learned carry, on the fused path.
-  reset = jnp.zeros(6, bool).at[3].set(True)
+  # Segment resets restart from the learned carry, on the default (fused)
+  # path: outputs and gradients against the NumPy LSTM.
+  reset = np.zeros(6, bool)
+  reset[3] = True
+  weights = np.asarray(ref.random_xs(3, (6, H)), np.float64)
 
+  @jax.jit
   def packed(p):
-    return layer.apply(p, xs, reset=reset)[0]
+    ys, _ = layer.apply(p, xs, reset=jnp.asarray(reset))
+    return jnp.sum(jnp.sin(ys) * weights), ys
 
-  got = packed(params)
-  np.testing.assert_allclose(got[3:], plain.apply(params.cell, xs[3:],
-                                                  carry=params.initial_carry)[0], rtol=1e-12)
-  g_f = jax.grad(lambda p: jnp.sum(jnp.sin(packed(p))))(params)
-  slow = jaxrnn.rnn(cell, learned_carry=True, fused_vjp=False)
-  g_a = jax.grad(lambda p: jnp.sum(jnp.sin(slow.apply(p, xs, reset=reset)[0])))(params)
-  ref.assert_tree_close(g_f, g_a, rtol=1e-10, atol=1e-12)
+  def packed_np(p_cell, initial):
+    ys, _ = ref.run(ref.lstm_step, p_cell, xs, initial, H, reset=reset, initial=initial)
+    return np.sum(np.sin(ys) * weights), ys
+
+  (value, ys), g = jax.value_and_grad(packed, has_aux=True)(params)
+  p_np, c_np = ref.np_params(params.cell), ref.np_carry(params.initial_carry)
+  want, want_ys = packed_np(p_np, c_np)
+  np.testing.assert_allclose(value, want, rtol=1e-12)
+  ref.assert_tree_close(ys, want_ys, rtol=1e-12, atol=1e-12)
+  rng = np.random.default_rng(4)
+  eps = 1e-6
+  d_p = {k: rng.standard_normal(v.shape) for k, v in p_np.items() if v is not None}
+  d_c = tuple(rng.standard_normal(c.shape) for c in c_np)
+  move = lambda e: ({k: v if v is None else v + e * d_p[k] for k, v in p_np.items()},
+                    tuple(c + e * d for c, d in zip(c_np, d_c)))
+  fd = (packed_np(*move(eps))[0] - packed_np(*move(-eps))[0]) / (2 * eps)
+  analytic = (sum(np.sum(np.asarray(getattr(g.cell, k)) * d) for k, d in d_p.items())
+              + sum(np.sum(np.asarray(a) * d) for a, d in zip(g.initial_carry, d_c)))
+  np.testing.assert_allclose(analytic, fd, rtol=1e-7, atol=1e-9)
 
 
 def test_learned_carry_trains_with_optax():
@@ -155,18 +176,26 @@ def test_bad_resets():
   layer = jaxrnn.rnn(jaxrnn.lstm(H))
   params = layer.init_params(jax.random.key(0), D)
   xs = jnp.ones((5, D))
-  with pytest.raises(ValueError, match=r"^reset: expected shape \(T,\) = \(5,\)"):
+  with pytest.raises(ValueError, match=r"^reset: expected shape \(T,\) = \(5,\) \(one flag "
+                     r"per step of ONE sequence; vmap it with xs\), got shape \(4,\)$"):
     layer.apply(params, xs, reset=jnp.zeros((4,), bool))
-  with pytest.raises(TypeError, match="^reset: expected a bool array"):
+  with pytest.raises(TypeError, match=r"^reset: expected a bool array, got dtype int32$"):
     layer.apply(params, xs, reset=jnp.zeros((5,), jnp.int32))
   learned = jaxrnn.rnn(jaxrnn.lstm(H), learned_carry=True)
-  with pytest.raises(TypeError, match="^params: .*LearnedCarryParams"):
+  with pytest.raises(TypeError, match=r"^params: rnn\(\.\.\., learned_carry=True\) expects "
+                     r"LearnedCarryParams, got LSTMParams; were these params made by another "
+                     r"cell or layer\?$"):
     learned.apply(params, xs)
 
 
 def test_no_torch_equivalent_for_learned_carry_or_zoneout():
   from jaxrnn import interop
-  for layer in (jaxrnn.rnn(jaxrnn.lstm(H), learned_carry=True),
-                jaxrnn.stack(jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), zoneout=0.1))):
-    with pytest.raises(ValueError, match="no torch equivalent"):
-      interop.to_torch(layer, layer.init_params(jax.random.key(0), D))
+  layer = jaxrnn.rnn(jaxrnn.lstm(H), learned_carry=True)
+  with pytest.raises(ValueError, match=r"^layer: torch modules start from a given or zero "
+                     r"state; a learned initial carry \(learned_carry=True\) has no torch "
+                     r"equivalent$"):
+    interop.to_torch(layer, layer.init_params(jax.random.key(0), D))
+  layer = jaxrnn.stack(jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), zoneout=0.1))
+  with pytest.raises(ValueError, match=r"^layer\.layers\[0\]: torch has no zoneout; "
+                     r"zoneout=0\.1 changes the evaluated model and has no torch equivalent$"):
+    interop.to_torch(layer, layer.init_params(jax.random.key(0), D))

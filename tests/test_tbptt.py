@@ -156,26 +156,35 @@ def test_reset_carry_rows():
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: jaxrnn.split_chunks(jnp.zeros((2, 5)), 0),
-     ValueError, r"^chunk_length: expected a positive int"),
+     ValueError, r"^chunk_length: expected a positive int, got 0$"),
     (lambda: jaxrnn.split_chunks(jnp.zeros(5), 2),
-     ValueError, r"^xs: expected shape \(B, T, \.\.\.\)"),
+     ValueError, r"^xs: expected shape \(B, T, \.\.\.\), got shape \(5,\)$"),
     (lambda: jaxrnn.split_chunks((jnp.zeros((2, 5)), jnp.zeros((2, 4))), 2),
-     ValueError, r"^xs: every array needs the same \(B, T\)"),
-    (lambda: jaxrnn.chunk_lengths(jnp.zeros(3), 2, 2), TypeError, r"^lengths: expected integers"),
+     ValueError, r"^xs: every array needs the same \(B, T\), got shapes \[\(2, 5\), "
+                 r"\(2, 4\)\]$"),
+    (lambda: jaxrnn.chunk_lengths(jnp.zeros(3), 2, 2), TypeError,
+     r"^lengths: expected integers, got dtype float32$"),
     (lambda: jaxrnn.chunk_lengths(jnp.zeros((3, 1), jnp.int32), 2, 2),
-     ValueError, r"^lengths: expected shape \(B,\)"),
-    (lambda: jaxrnn.chunk_lengths(jnp.zeros(3, jnp.int32), 2, 0), ValueError, r"^num_chunks:"),
+     ValueError, r"^lengths: expected shape \(B,\), got shape \(3, 1\)$"),
+    (lambda: jaxrnn.chunk_lengths(jnp.zeros(3, jnp.int32), 2, 0), ValueError,
+     r"^num_chunks: expected a positive int, got 0$"),
     (lambda: jaxrnn.reset_carry(jnp.zeros((3, 2)), jnp.zeros(3, bool), jnp.zeros((3, 2))),
-     ValueError, r"^initial: leaf \(root\) has shape \(3, 2\)"),
+     ValueError, r"^initial: leaf \(root\) has shape \(3, 2\) but carry's is \(3, 2\); "
+                 r"expected carry leaves \(B, \.\.\.\) = \(3, 3, 2\) for ONE example's initial "
+                 r"carry and reset of shape \(B,\)$"),
     (lambda: jaxrnn.reset_carry(jnp.zeros((3, 2)), jnp.zeros(3), jnp.zeros(2)),
-     TypeError, r"^reset: expected booleans"),
+     TypeError, r"^reset: expected booleans, got dtype float32$"),
     (lambda: jaxrnn.reset_carry(jnp.zeros((3, 2)), jnp.zeros((3, 1), bool), jnp.zeros(2)),
-     ValueError, r"^reset: expected shape \(B,\)"),
+     ValueError, r"^reset: expected shape \(B,\), got shape \(3, 1\)$"),
     (lambda: jaxrnn.reset_carry((jnp.zeros((3, 2)),), jnp.zeros(3, bool), jnp.zeros(2)),
-     TypeError, r"^initial: expected a carry structured like carry"),
+     TypeError, r"^initial: expected a carry structured like carry \(PyTreeDef\(\(\*,\)\)\), "
+                r"got PyTreeDef\(\*\)$"),
     (lambda: jaxrnn.tbptt(loss_fn, 50),
-     TypeError, r"^optimizer: expected an optax-like.*split_chunks"),
-    (lambda: jaxrnn.tbptt_step(3, optax.sgd(0.1)), TypeError, r"^loss_fn: expected a callable"),
+     TypeError, r"^optimizer: expected an optax-like GradientTransformation with init and "
+                r"update, got int; cut the sequences first with split_chunks\(xs, "
+                r"chunk_length\) and pass the chunks to the returned function$"),
+    (lambda: jaxrnn.tbptt_step(3, optax.sgd(0.1)), TypeError,
+     r"^loss_fn: expected a callable, got int$"),
 ])
 def test_errors(call, error, match):
   with pytest.raises(error, match=match):
@@ -188,18 +197,24 @@ def test_run_errors():
   optimizer = optax.sgd(0.1)
   run = jaxrnn.tbptt(loss_fn, optimizer)
   chunks = make_chunks(xs, targets, LENGTHS, 4)
-  with pytest.raises(ValueError, match=r"^reset: expected shape \(num_chunks, B\) = \(3, 3\)"):
+  with pytest.raises(ValueError, match=r"^reset: expected shape \(num_chunks, B\) = \(3, 3\), "
+                     r"got \(2, 3\)$"):
     run(params, optimizer.init(params), jnp.zeros((B, H)), chunks, jnp.zeros((2, B), bool))
-  with pytest.raises(TypeError, match=r"^reset: expected booleans"):
+  with pytest.raises(TypeError, match=r"^reset: expected booleans, got dtype float32$"):
     run(params, optimizer.init(params), jnp.zeros((B, H)), chunks, jnp.zeros((3, B)))
-  with pytest.raises(ValueError, match=r"^initial: leaf \(root\) has shape \(5,\)"):
+  with pytest.raises(ValueError, match=r"^initial: leaf \(root\) has shape \(5,\) but carry's "
+                     r"is \(3, 4\); expected carry leaves \(B, \.\.\.\) = \(3, 5\) for ONE "
+                     r"example's initial carry and reset of shape \(B,\)$"):
     run(params, optimizer.init(params), jnp.zeros((B, H)), chunks, jnp.zeros((3, B), bool),
         jnp.zeros(5))
   bad = jaxrnn.tbptt(lambda p, c, ch: (jnp.zeros(B), c), optimizer)
-  with pytest.raises(ValueError, match=r"^loss_fn: must return a scalar floating loss"):
+  with pytest.raises(ValueError, match=r"^loss_fn: must return a scalar floating loss, got "
+                     r"shape \(3,\) dtype float32; reduce over the batch \(e\.g\. jnp\.mean\)(\n|$)"):
     bad(params, optimizer.init(params), jnp.zeros((B, H)), chunks)
   bad = jaxrnn.tbptt(lambda p, c, ch: (jnp.zeros(()), (c,)), optimizer)
-  with pytest.raises(TypeError, match=r"^loss_fn: must return \(loss, new_carry\)"):
+  with pytest.raises(TypeError, match=r"^loss_fn: must return \(loss, new_carry\) with "
+                     r"new_carry structured like carry \(PyTreeDef\(\*\)\), got "
+                     r"PyTreeDef\(\(\*,\)\)(\n|$)"):
     bad(params, optimizer.init(params), jnp.zeros((B, H)), chunks)
 
 

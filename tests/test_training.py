@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
+import reference as ref
 
 B, T, C = 3, 6, 5
 LENGTHS = np.array([6, 2, 0])
@@ -271,14 +272,12 @@ def test_classify_rnn_outputs_end_to_end():
   np.testing.assert_array_equal(value, clean_value)
   for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(clean_grad)):
     np.testing.assert_array_equal(a, b)
-  # Reference: a NumPy Elman loop over the valid steps, then the readout.
-  p_rnn, p_out = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  # Reference: the NumPy Elman over the valid steps, then the readout.
+  p_rnn, p_out = ref.np_params(params[0]), ref.np_params(params[1])
   want = []
   for b, n in enumerate([6, 2, 3]):
-    h = np.zeros(4)
-    for t in range(n):
-      h = np.tanh(xs[b, t] @ p_rnn.W_x + p_rnn.b_x + h @ p_rnn.W_h + p_rnn.b_h)
-    want.append(np_cross_entropy(h @ p_out.W_hy + p_out.b_y, labels[b]))
+    _, h = ref.run(ref.elman_step, p_rnn, xs[b], np.zeros(4), 4, n)
+    want.append(np_cross_entropy(h @ p_out["W_hy"] + p_out["b_y"], labels[b]))
   want = np.mean(want)
   np.testing.assert_allclose(value, want, rtol=1e-5)
 
@@ -289,29 +288,31 @@ def test_classify_rnn_outputs_end_to_end():
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: jaxrnn.per_step_cross_entropy(jnp.zeros(C), jnp.zeros((), jnp.int32)),
-     ValueError, r"^logits: expected shape \(\.\.\., T, C\)"),
+     ValueError, r"^logits: expected shape \(\.\.\., T, C\), got shape \(5,\)$"),
     (lambda: jaxrnn.per_step_cross_entropy(jnp.zeros((T, C)), jnp.zeros(T)),
-     TypeError, r"^labels: expected integer class indices, got dtype float32"),
+     TypeError, r"^labels: expected integer class indices, got dtype float32$"),
     (lambda: jaxrnn.per_step_cross_entropy(jnp.zeros((T, C)), jnp.zeros(T + 1, jnp.int32)),
-     ValueError, r"^labels: expected shape \(6,\)"),
+     ValueError, r"^labels: expected shape \(6,\) \(logits\.shape\[:-1\]\), got \(7,\)$"),
     (lambda: jaxrnn.classification_loss(jnp.zeros((2, C), jnp.int32), jnp.zeros(2, jnp.int32)),
-     TypeError, r"^logits: expected a floating-point array"),
+     TypeError, r"^logits: expected a floating-point array, got dtype int32$"),
     (lambda: jaxrnn.labelling_loss(jnp.zeros((B, T, C)), jnp.zeros((B, T), jnp.int32),
                                    jnp.zeros(B)),
-     TypeError, r"^length: expected integers"),
+     TypeError, r"^length: expected integers, got dtype float32$"),
     (lambda: jaxrnn.labelling_loss(jnp.zeros((B, T, C)), jnp.zeros((B, T), jnp.int32),
                                    jnp.zeros(2, jnp.int32)),
-     ValueError, r"^length: expected shape \(3,\)"),
+     ValueError, r"^length: expected shape \(3,\) \(one length per sequence\), got \(2,\)$"),
     (lambda: jaxrnn.labelling_loss(jnp.zeros((T, C)), jnp.zeros(T, jnp.int32), reduction="max"),
-     ValueError, r"^reduction: expected one of"),
+     ValueError, r"^reduction: expected one of \('sum', 'mean', 'last'\), got 'max'$"),
     (lambda: jaxrnn.last_step(jnp.zeros((B, T, C))),
-     ValueError, r"^ys: last_step expects shape \(T, O\).*jax.vmap"),
+     ValueError, r"^ys: last_step expects shape \(T, O\), got shape \(3, 6, 5\) \(rank 3\); "
+                 r"last_step works on ONE sequence: for a minibatch use "
+                 r"jax\.vmap\(last_step\) over ys and length$"),
     (lambda: jaxrnn.last_step(jnp.zeros((T, C)), T + 1),
-     ValueError, r"^length: expected an integer in \[0, T\]"),
+     ValueError, r"^length: expected an integer in \[0, T\] = \[0, 6\], got 7$"),
     (lambda: jaxrnn.pooled(jnp.zeros((T, C)), 2, mode="sum"),
-     ValueError, r"^mode: expected one of \('mean', 'max'\)"),
+     ValueError, r"^mode: expected one of \('mean', 'max'\), got 'sum'$"),
     (lambda: jaxrnn.pooled(jnp.zeros(T), 2),
-     ValueError, r"^ys: pooled expects shape \(T, O\)"),
+     ValueError, r"^ys: pooled expects shape \(T, O\), got shape \(6,\) \(rank 1\)$"),
 ])
 def test_errors(call, error, match):
   with pytest.raises(error, match=match):
