@@ -235,8 +235,8 @@ def build(*, init_params, init_carry, check, check_inputs, project, config,
     return step(params, carry, project(params, x), None)
 
   hooks_lib.register(cell_apply, hooks_lib.Hooks(
-      check=check, project=checked_project, step=step, product=product,
-      linear=linear))
+      check=check, check_inputs=check_inputs, project=checked_project,
+      step=step, product=product, linear=linear))
   return Cell(init_params=init_params, init_carry=init_carry,
               cell_apply=cell_apply, hidden_size=hidden_size,
               output_size=output_size, config=tuple(config.items()),

@@ -55,8 +55,10 @@ class Linear(NamedTuple):
 class Hooks(NamedTuple):
   """How the engine may run one built-in cell.
 
-  ``check(params)`` validates params; ``project(params, xs) -> zx`` is the
-  input part of the step for any leading axes (it checks ``xs``);
+  ``check(params)`` validates params; ``check_inputs(params, xs, ndim)``
+  validates inputs whose last axes are one step's (``ndim``: the rank of
+  one step, or None for any leading axes); ``project(params, xs) -> zx`` is
+  the input part of the step for any leading axes (it checks both);
   ``step(params, carry, zx_t, h_mask) -> (carry, y)`` is the rest, with an
   optional variational dropout mask on the recurrent input. For every cell
   ``cell_apply(p, c, x) == step(p, c, project(p, x), None)``. ``product``
@@ -64,6 +66,7 @@ class Hooks(NamedTuple):
   """
 
   check: Callable[[Any], None]
+  check_inputs: Callable[[Any, Array, Optional[int]], None]
   project: Callable[[Any, Array], Array]
   step: Callable[..., tuple[Any, Array]]
   product: Optional[Product] = None

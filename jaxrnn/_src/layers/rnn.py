@@ -227,9 +227,10 @@ def rnn(
       params, initial = params.cell, params.initial_carry
     checks.check_sequence(xs, _input_size_of(params), "rnn.apply", cell.input_ndim)
     if hooks is not None:
-      # The params, and every step of xs, checked here once (shapes only):
-      # a path that projects inside the loop sees one step at a time.
-      jax.eval_shape(hooks.project, params, xs)
+      # Every step of xs checked here, once: a path that projects inside
+      # the loop sees one step at a time.
+      hooks.check(params)
+      hooks.check_inputs(params, xs, None)
     num_steps = xs.shape[0]
     length = checks.check_length(length, num_steps)
     reset = common.check_reset(reset, num_steps)
