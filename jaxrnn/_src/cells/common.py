@@ -15,7 +15,7 @@ the ones PyTorch has, so weights move between the libraries without loss.
 Every array a cell's equation sees has its features on the LAST axis.
 """
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp

@@ -25,7 +25,7 @@ forward and the tangent scans.
 """
 
 from functools import partial
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
