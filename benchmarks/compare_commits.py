@@ -33,14 +33,20 @@ TASKS = ("fwd", "fwd+bwd")
 
 
 def export(ref: str, name: str, into: str) -> str:
-  """Writes commit ``ref``'s package into ``into/name`` as package ``name``."""
-  root = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=True,
-                        capture_output=True, text=True).stdout.strip()
+  """Writes commit ``ref``'s package into ``into/name`` as package ``name``.
+
+  ``ref`` is a git revision, ``WORKTREE``, or a folder that holds a
+  ``jaxrnn/`` package (for a machine without the repository's history).
+  """
   target = os.path.join(into, name)
-  if ref == "WORKTREE":
-    shutil.copytree(os.path.join(root, "jaxrnn"), target,
+  if os.path.isdir(os.path.join(ref, "jaxrnn")):
+    shutil.copytree(os.path.join(ref, "jaxrnn"), target,
                     ignore=shutil.ignore_patterns("__pycache__"))
+  elif ref == "WORKTREE":
+    shutil.copytree("jaxrnn", target, ignore=shutil.ignore_patterns("__pycache__"))
   else:
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=True,
+                          capture_output=True, text=True).stdout.strip()
     archive = subprocess.run(["git", "-C", root, "archive", ref, "jaxrnn"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
@@ -85,6 +91,8 @@ def main(argv=None):
   parser.add_argument("--cells", default=",".join(CELLS))
   parser.add_argument("--target-s", type=float, default=1.5,
                       help="seconds of timed calls per implementation and point")
+  parser.add_argument("--out", default=None,
+                      help="JSON path (default benchmarks/results/compare_commits-<time>.json)")
   args = parser.parse_args(argv)
   import jax
 
@@ -117,7 +125,8 @@ def main(argv=None):
         print(f"{cell:6} {str(shape):18} {task:8} {ms['old']:8.2f} {ms['new']:8.2f} "
               f"{row['new_over_old']:8.2f} {row['noise']:8.2f}", flush=True)
   path = benchmarks.write_json("compare_commits", dict(
-      old=args.old, new=args.new, machine=benchmarks.machine_info(), rows=rows))
+      old=args.old, new=args.new, machine=benchmarks.machine_info(), rows=rows),
+      args.out)
   print(f"wrote {path}")
 
 

@@ -14,6 +14,8 @@ time over the default's (below 1: the variant is faster). Variants:
 * ``fwd_unroll=k``: forward steps per iteration, k in 1, 2, 4, 8, 16;
 * ``bwd_unroll=k`` (``fwd+bwd`` only): backward steps per iteration;
 * ``hoist=on|off``: the input projection hoisted out of the loop or not;
+* ``in_place=on|off``: the forward loop's outputs written by index into a
+  carried buffer, or stacked by the scan;
 * ``reference`` (``fwd+bwd`` only): ``method="reference"``, autodiff of the
   plain scan.
 
@@ -52,6 +54,8 @@ def variants(task, default):
     out.append(("reference", dict(method="reference"), {}))
   hoist = not default.hoist_inputs
   out.append((f"hoist={'on' if hoist else 'off'}", {}, dict(hoist_inputs=hoist)))
+  in_place = not default.in_place
+  out.append((f"in_place={'on' if in_place else 'off'}", {}, dict(in_place=in_place)))
   return out
 
 
@@ -84,7 +88,8 @@ def run_point(cell, shape, task, args):
   bad = [n for n, v in losses.items() if not np.isclose(v, ref, rtol=1e-3)]
   return {"cell": cell, "B": B, "T": T, "D": D, "H": H, "task": task,
           "default_unroll": list(default.unroll),
-          "default_hoist": default.hoist_inputs, "median_ms": medians,
+          "default_hoist": default.hoist_inputs, "default_in_place": default.in_place,
+          "median_ms": medians,
           "ratio_to_default": {n: m / base for n, m in medians.items()},
           "loss_mismatch": bad}
 

@@ -3,6 +3,8 @@
 import importlib
 import typing
 
+import pytest
+
 import jaxrnn
 
 # The NamedTuple types: params, carries, cells and layers.
@@ -116,7 +118,8 @@ def test_documented_fields():
   # The user's contract only: the engine's hooks live in a private registry.
   assert jaxrnn.Cell._fields == ("init_params", "init_carry", "cell_apply", "hidden_size",
                                  "output_size", "config", "input_ndim")
-  assert jaxrnn.EngineSettings._fields == ("unroll", "hoist_inputs", "parallel_min_steps")
+  assert jaxrnn.EngineSettings._fields == (
+      "unroll", "hoist_inputs", "in_place", "parallel_min_steps")
   assert jaxrnn.Layer._fields[:3] == ("init_params", "apply", "init_carry")
   assert jaxrnn.LSTMState._fields == ("h", "c")
   assert jaxrnn.ReadoutParams._fields == ("W_hy", "b_y")
@@ -126,3 +129,29 @@ def test_documented_fields():
     assert params._fields[:4] == ("W_x", "W_h", "b_x", "b_h")
   assert isinstance(jaxrnn.Cell, type) and issubclass(jaxrnn.Cell, tuple)
   assert typing.get_type_hints(jaxrnn.Cell)  # annotated NamedTuple
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (dict(unrol=(1, 1)), TypeError,
+     r"^engine_settings: expected fields of EngineSettings \('unroll', .*\), got \['unrol'\]$"),
+    (dict(unroll=4), ValueError,
+     r"^unroll: expected a pair of positive ints \(forward, backward\), got 4$"),
+    (dict(unroll=(4, 0)), ValueError,
+     r"^unroll: expected a pair of positive ints \(forward, backward\), got \(4, 0\)$"),
+    (dict(in_place=1), TypeError, r"^in_place: expected a bool, got 1$"),
+    (dict(hoist_inputs="yes"), TypeError, r"^hoist_inputs: expected a bool, got 'yes'$"),
+])
+def test_engine_settings_reject_bad_values(overrides, error, message):
+  with pytest.raises(error, match=message):
+    with jaxrnn.engine_settings(**overrides):
+      pass
+
+
+def test_engine_settings_apply_inside_the_block_only():
+  with jaxrnn.engine_settings() as default:
+    pass
+  with jaxrnn.engine_settings(in_place=not default.in_place, unroll=(2, 3)) as inside:
+    assert inside.in_place == (not default.in_place) and inside.unroll == (2, 3)
+    assert inside.hoist_inputs == default.hoist_inputs
+  with jaxrnn.engine_settings() as after:
+    assert after == default

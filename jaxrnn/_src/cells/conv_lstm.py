@@ -234,7 +234,7 @@ def conv_lstm(
       init_params=init_params, init_carry=init_carry, check=check,
       check_inputs=check_inputs, project=project,
       product=hooks.Product(recur, lambda c: c.h, pointwise,
-                            None if peephole else lstm_tangent),
+                            None if peephole else lstm_tangent, summed=True),
       hidden_size=C, output_size=C, input_ndim=3,
       config=dict(kind="conv_lstm", hidden_channels=C, kernel_size=(kh, kw),
                   spatial_shape=(height, width), peephole=peephole, bias=bias,

@@ -107,6 +107,6 @@ def elman(
       project=project,
       product=hooks.Product(
           recur, lambda h: h, pointwise,
-          tangent if activation in ("tanh", "relu") else None),
+          tangent if activation in ("tanh", "relu") else None, summed=True),
       hidden_size=H, output_size=H,
       config=dict(kind="elman", hidden_size=H, activation=activation, bias=bias))

@@ -21,7 +21,9 @@ rule is plain JAX, so it is itself differentiable: Hessians, gradients of
 gradients and every other composition work.
 
 Masking (padding, resets, zoneout) is `steps.masked`, applied alike to the
-forward and the tangent scans.
+forward and the tangent scans. When nothing is differentiated the forward
+scan may read its inputs and write its outputs in place
+(`EngineSettings.in_place`).
 """
 
 from functools import partial
@@ -37,12 +39,13 @@ tree_map = jax.tree_util.tree_map
 
 
 class Static(NamedTuple):
-  """The static configuration of one fused scan."""
+  """The static configuration of one fused scan (see `EngineSettings`)."""
 
   hooks: Hooks
   reverse: bool
   unroll: tuple[int, int]
   hoist: bool
+  in_place: bool
   zoneout: Optional[steps_lib.Zoneout]
 
 
@@ -53,14 +56,27 @@ def _times(h, mask):
   return h * jnp.reshape(mask, (1,) * (h.ndim - mask.ndim) + mask.shape)
 
 
-def _forward(static, params, carry, xs, initial, h_mask, steps, keep):
-  """The masked forward scan; with ``keep``, also ``h_{t-1}`` and residuals."""
+def _forward(static, in_place, hoist, unroll, keep, params, carry, xs, initial,
+             h_mask, steps):
+  """The masked forward scan; with ``keep``, also ``h_{t-1}`` and residuals.
+
+  ``hoist``: the input projection of every step as one product before the
+  loop, or per step. ``in_place``: outputs written by index into a carried
+  buffer (`steps.scan`), and, when nothing is kept for a tangent scan,
+  inputs read by index, so that under vmap they keep their batch-major
+  layout; otherwise the scan takes and stacks them time-major, and vmap
+  transposes them around the loop.
+  """
   hooks = static.hooks
   product = hooks.product
-  inputs = hooks.project(params, xs) if static.hoist else xs
+  inputs = hooks.project(params, xs) if hoist else xs
+
+  by_index = in_place and not keep
 
   def step(c, x_t):
-    zx_t = x_t if static.hoist else hooks.project(params, x_t)
+    if by_index:
+      x_t = jax.lax.dynamic_index_in_dim(inputs, x_t, keepdims=False)
+    zx_t = x_t if hoist else hooks.project(params, x_t)
     h_tm1 = product.hidden(c)
     zh_t = product.recur(params, _times(h_tm1, h_mask))
     new_c, y, res = product.pointwise(params, c, zx_t, zh_t)
@@ -71,15 +87,21 @@ def _forward(static, params, carry, xs, initial, h_mask, steps, keep):
     return new_c, y, (h_tm1, res)
 
   body = steps_lib.masked(step, initial, static.zoneout)
-  carry, (ys, saved) = jax.lax.scan(body, carry, (tuple(steps), inputs),
-                                    reverse=static.reverse, unroll=static.unroll[0])
+  if in_place:
+    carry, (ys, saved) = steps_lib.scan(
+        body, carry, (tuple(steps), jnp.arange(xs.shape[0]) if by_index else inputs),
+        reverse=static.reverse, unroll=unroll)
+  else:
+    carry, (ys, saved) = jax.lax.scan(body, carry, (tuple(steps), inputs),
+                                      reverse=static.reverse, unroll=unroll)
   return ys, carry, saved
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
 def scan(static: Static, params, carry, xs, initial, h_mask, steps):
   """``(ys, carry)`` of the masked scan; see the module notes."""
-  ys, carry, _ = _forward(static, params, carry, xs, initial, h_mask, steps, False)
+  ys, carry, _ = _forward(static, static.in_place, static.hoist, static.unroll[0],
+                          False, params, carry, xs, initial, h_mask, steps)
   return ys, carry
 
 
@@ -88,16 +110,24 @@ def _scan_jvp(static, primals, tangents):
   params, carry, xs, initial, h_mask, steps = primals
   dparams, dcarry, dxs, dinitial, _, _ = tangents
   hooks, product = static.hooks, static.hooks.product
-  ys, final, (hiddens, res) = _forward(static, params, carry, xs, initial,
-                                       h_mask, steps, True)
+  # Outputs written as the primal writes them (in place or stacked): under
+  # vmap JAX takes the outputs' batch axis from the primal, so the two must
+  # agree. Inputs and the saved activations are scanned time-major, as the
+  # tangent scan reads them.
+  ys, final, (hiddens, res) = _forward(static, static.in_place, static.hoist, static.unroll[0],
+                                       True, params, carry, xs, initial, h_mask, steps)
 
   # Step 2: one product each, for all steps.
   _, dzx = jax.jvp(hooks.project, (params, xs), (dparams, dxs))
   dzh_w = product.recur(dparams, _times(hiddens, h_mask))
+  if product.summed:  # one input per step: the pointwise step reads zx + zh
+    dzx, dzh_w = dzx + dzh_w, None
 
   def tangent_step(dc, inp):
     h_tm1, res_t, dzx_t, dzh_w_t = inp
-    dzh_t = product.recur(params, _times(product.hidden(dc), h_mask)) + dzh_w_t
+    dzh_t = product.recur(params, _times(product.hidden(dc), h_mask))
+    if dzh_w_t is not None:
+      dzh_t = dzh_t + dzh_w_t
     if product.tangent is not None:
       new_dc, dy = product.tangent(params, h_tm1, res_t, dparams, dc, dzx_t, dzh_t)
     else:

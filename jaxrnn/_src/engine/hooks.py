@@ -29,12 +29,17 @@ class Product(NamedTuple):
   first, so that JAX's transpose of it is a backward step that recomputes
   nothing; it sits beside its equation and is tested against ``jax.jvp`` of
   ``pointwise``. Without one the engine differentiates ``pointwise`` itself.
+  ``summed``: ``pointwise`` reads ``zx_t`` and ``zh_t`` only through their
+  sum, so the tangent scan takes one pre-activation input per step (and its
+  transpose, the backward pass, emits one cotangent per step instead of
+  two equal ones).
   """
 
   recur: Callable[[Any, Array], Array]
   hidden: Callable[[Any], Array]
   pointwise: Callable[..., tuple[Any, Array, Any]]
   tangent: Optional[Callable[..., tuple[Any, Array]]] = None
+  summed: bool = False
 
 
 class Linear(NamedTuple):

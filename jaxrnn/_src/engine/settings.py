@@ -21,6 +21,12 @@ class EngineSettings(NamedTuple):
       and of the tangent scan (whose transpose is the backward pass).
     hoist_inputs: project every step's input (``x_t W_x + b``) in one
       product before the loop (True) or inside each step (False).
+    in_place: when nothing is differentiated (inference), the forward loop
+      reads each step's input and writes each step's output by index into
+      a carried buffer (True), so that under ``vmap`` they stay batch-major
+      and no transposes surround the loop; or lets the scan take and stack
+      them time-major (False), which ``vmap`` transposes. A differentiated
+      forward pass always stacks.
     parallel_min_steps: the shortest sequence for which ``method="auto"``
       evaluates a linear-recurrence cell (`min_gru`, `min_lstm`, `lru`)
       with ``jax.lax.associative_scan``; None: never.
@@ -28,14 +34,18 @@ class EngineSettings(NamedTuple):
 
   unroll: tuple[int, int]
   hoist_inputs: bool
+  in_place: bool
   parallel_min_steps: Optional[int]
 
 
 DEFAULTS: dict[str, EngineSettings] = {
-    "cpu": EngineSettings(unroll=(4, 1), hoist_inputs=False, parallel_min_steps=None),
-    "gpu": EngineSettings(unroll=(4, 4), hoist_inputs=True, parallel_min_steps=256),
+    "cpu": EngineSettings(unroll=(4, 1), hoist_inputs=False, in_place=True,
+                          parallel_min_steps=None),
+    "gpu": EngineSettings(unroll=(4, 4), hoist_inputs=True, in_place=False,
+                          parallel_min_steps=256),
 }
-UNMEASURED = EngineSettings(unroll=(1, 1), hoist_inputs=False, parallel_min_steps=256)
+UNMEASURED = EngineSettings(unroll=(1, 1), hoist_inputs=False, in_place=False,
+                            parallel_min_steps=256)
 
 _OVERRIDES: contextvars.ContextVar[dict] = contextvars.ContextVar(
     "jaxrnn_engine_settings", default={})
@@ -56,7 +66,8 @@ def engine_settings(**overrides) -> Iterator[EngineSettings]:
 
   Args:
     **overrides: fields of `EngineSettings`: ``unroll=(forward,
-      backward)``, ``hoist_inputs=bool``, ``parallel_min_steps=int or
+      backward)``, ``hoist_inputs=bool``, ``in_place=bool``,
+      ``parallel_min_steps=int or
       None``.
 
   Yields:
@@ -82,6 +93,9 @@ def engine_settings(**overrides) -> Iterator[EngineSettings]:
       or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in unroll)):
     raise ValueError(
         f"unroll: expected a pair of positive ints (forward, backward), got {unroll!r}")
+  for name in ("hoist_inputs", "in_place"):
+    if name in overrides and not isinstance(overrides[name], bool):
+      raise TypeError(f"{name}: expected a bool, got {overrides[name]!r}")
   token = _OVERRIDES.set({**_OVERRIDES.get(), **overrides})
   try:
     yield current()

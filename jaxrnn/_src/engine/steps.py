@@ -112,3 +112,38 @@ def masked(step, initial=None, zoneout: Optional[Zoneout] = None):
     return new_c, (y, aux)
 
   return body
+
+
+def scan(body, carry, xs, *, reverse, unroll):
+  """``jax.lax.scan(body, carry, xs)`` for a body ``(c, x) -> (c, (y, aux))``
+  whose ``ys`` are written into a carried buffer, one index per step.
+
+  Returns ``(carry, (ys, auxs))``, the same values as the plain scan. Under
+  ``vmap`` a plain scan stacks ``ys`` time-major, ``(T, B, ...)``, and vmap
+  then moves the batch axis to the front: a transpose of every output after
+  the loop. A buffer carried per example is batch-major from the start, so
+  each step writes its rows in place and nothing is transposed (CPU, 2
+  cores, an Elman layer at (B, T, D, H) = (128, 50, 256, 512): 16 ms
+  against 24 ms for the forward pass). ``auxs`` are consumed time-major by
+  the engine's own scans and stay stacked.
+  """
+  num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+  # The outputs' shapes, from one traced step (its values are unused, and
+  # the compiler drops them). jax.eval_shape would do, but under nested
+  # transformations its tracing sees the tracers that ``body`` closes over
+  # with their batch axes.
+  y_like = body(carry, tree_map(lambda a: a[0], xs))[1][0]
+  buffer = tree_map(lambda y: jnp.zeros((num_steps,) + y.shape, y.dtype), y_like)
+
+  def write(c_buffer, inp):
+    c, buffer = c_buffer
+    t, x = inp
+    c, (y, aux) = body(c, x)
+    buffer = tree_map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, 0),
+                      buffer, y)
+    return (c, buffer), aux
+
+  (carry, ys), auxs = jax.lax.scan(write, (carry, buffer),
+                                   (jnp.arange(num_steps), xs),
+                                   reverse=reverse, unroll=unroll)
+  return carry, (ys, auxs)
