@@ -252,3 +252,17 @@ def test_both_forms_of_the_forward_loop_match_the_reference(x64, form, cell_name
       for g, w in zip(tree_leaves(got[key]), tree_leaves(want[key])):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12,
                                    err_msg=f"{form} {key} reverse={reverse}")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_an_empty_sequence_in_either_form(form):
+  """T = 0: no outputs, and the carry comes back as it went in."""
+  layer = jaxrnn.rnn(jaxrnn.lstm(H))
+  params = layer.init_params(jax.random.key(0), D)
+  carry = jaxrnn.LSTMState(h=jnp.arange(H, dtype=jnp.float32), c=jnp.ones(H))
+  with jaxrnn.engine_settings(**FORMS[form]):
+    ys, out = jax.jit(lambda: layer.apply(params, jnp.zeros((0, D)), carry=carry))()
+    batched, _ = jax.jit(jax.vmap(lambda x: layer.apply(params, x)))(jnp.zeros((2, 0, D)))
+  assert ys.shape == (0, H) and batched.shape == (2, 0, H)
+  np.testing.assert_array_equal(out.h, carry.h)
+  np.testing.assert_array_equal(out.c, carry.c)

@@ -71,7 +71,7 @@ def _forward(static, in_place, hoist, unroll, keep, params, carry, xs, initial,
   product = hooks.product
   inputs = hooks.project(params, xs) if hoist else xs
 
-  by_index = in_place and not keep
+  by_index = in_place and not keep and xs.shape[0] > 0
 
   def step(c, x_t):
     if by_index:

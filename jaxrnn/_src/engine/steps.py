@@ -128,6 +128,8 @@ def scan(body, carry, xs, *, reverse, unroll):
   the engine's own scans and stay stacked.
   """
   num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+  if num_steps == 0:  # nothing to write
+    return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
   # The outputs' shapes, from one traced step (its values are unused, and
   # the compiler drops them). jax.eval_shape would do, but under nested
   # transformations its tracing sees the tracers that ``body`` closes over
