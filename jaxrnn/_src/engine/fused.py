@@ -56,19 +56,19 @@ def _times(h, mask):
   return h * jnp.reshape(mask, (1,) * (h.ndim - mask.ndim) + mask.shape)
 
 
-def _forward(static, in_place, hoist, unroll, keep, params, carry, xs, initial,
-             h_mask, steps):
+def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
   """The masked forward scan; with ``keep``, also ``h_{t-1}`` and residuals.
 
-  ``hoist``: the input projection of every step as one product before the
-  loop, or per step. ``in_place``: outputs written by index into a carried
-  buffer (`steps.scan`), and, when nothing is kept for a tangent scan,
-  inputs read by index, so that under vmap they keep their batch-major
-  layout; otherwise the scan takes and stacks them time-major, and vmap
-  transposes them around the loop.
+  ``static.hoist``: the input projection of every step as one product
+  before the loop, or per step. ``static.in_place``: outputs written by
+  index into a carried buffer (`steps.scan`), and, when nothing is kept for
+  a tangent scan, inputs read by index, so that under vmap they keep their
+  batch-major layout; otherwise the scan takes and stacks them time-major,
+  and vmap transposes them around the loop.
   """
   hooks = static.hooks
   product = hooks.product
+  hoist, in_place, unroll = static.hoist, static.in_place, static.unroll[0]
   inputs = hooks.project(params, xs) if hoist else xs
 
   by_index = in_place and not keep and xs.shape[0] > 0
@@ -100,8 +100,7 @@ def _forward(static, in_place, hoist, unroll, keep, params, carry, xs, initial,
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
 def scan(static: Static, params, carry, xs, initial, h_mask, steps):
   """``(ys, carry)`` of the masked scan; see the module notes."""
-  ys, carry, _ = _forward(static, static.in_place, static.hoist, static.unroll[0],
-                          False, params, carry, xs, initial, h_mask, steps)
+  ys, carry, _ = _forward(static, False, params, carry, xs, initial, h_mask, steps)
   return ys, carry
 
 
@@ -114,8 +113,8 @@ def _scan_jvp(static, primals, tangents):
   # vmap JAX takes the outputs' batch axis from the primal, so the two must
   # agree. Inputs and the saved activations are scanned time-major, as the
   # tangent scan reads them.
-  ys, final, (hiddens, res) = _forward(static, static.in_place, static.hoist, static.unroll[0],
-                                       True, params, carry, xs, initial, h_mask, steps)
+  ys, final, (hiddens, res) = _forward(static, True, params, carry, xs, initial,
+                                       h_mask, steps)
 
   # Step 2: one product each, for all steps.
   _, dzx = jax.jvp(hooks.project, (params, xs), (dparams, dxs))
