@@ -88,6 +88,8 @@ def main(argv=None):
   parser.add_argument("--new", default="WORKTREE",
                       help="the newer commit (default: the working tree)")
   parser.add_argument("--quick", action="store_true", help="shape 0 only")
+  parser.add_argument("--shapes", type=run_lib._shape_arg, default=None,
+                      help="grid indices and/or B,T,D,H shapes (default: the grid)")
   parser.add_argument("--cells", default=",".join(CELLS))
   parser.add_argument("--target-s", type=float, default=1.5,
                       help="seconds of timed calls per implementation and point")
@@ -96,7 +98,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   import jax
 
-  shapes = run_lib.SHAPES[:1] if args.quick else run_lib.SHAPES
+  shapes = args.shapes or (run_lib.SHAPES[:1] if args.quick else run_lib.SHAPES)
   tmp = tempfile.mkdtemp(prefix="jaxrnn-compare-")
   sys.path.insert(0, tmp)
   old = export(args.old, "jaxrnn_old", tmp)

@@ -16,6 +16,9 @@ time over the default's (below 1: the variant is faster). Variants:
 * ``hoist=on|off``: the input projection hoisted out of the loop or not;
 * ``in_place=on|off``: the forward loop's outputs written by index into a
   carried buffer, or stacked by the scan;
+* ``narrow_max_batch=k`` (``fwd`` only, with ``in_place``): the widest batch
+  whose inference loop runs the narrow form, k in 0 and the batch size
+  (whichever is not the default's side of B);
 * ``reference`` (``fwd+bwd`` only): ``method="reference"``, autodiff of the
   plain scan.
 
@@ -40,7 +43,7 @@ FWD_UNROLLS = (1, 2, 4, 8, 16)
 BWD_UNROLLS = (1, 2, 4, 8, 16)
 
 
-def variants(task, default):
+def variants(task, default, batch):
   """``(name, rnn options, engine_settings overrides)`` per variant."""
   fwd, bwd = default.unroll
   out = [("default", {}, {})]
@@ -56,6 +59,9 @@ def variants(task, default):
   out.append((f"hoist={'on' if hoist else 'off'}", {}, dict(hoist_inputs=hoist)))
   in_place = not default.in_place
   out.append((f"in_place={'on' if in_place else 'off'}", {}, dict(in_place=in_place)))
+  if task == "fwd" and default.in_place:
+    narrow = 0 if batch <= default.narrow_max_batch else batch
+    out.append((f"narrow_max_batch={narrow}", {}, dict(narrow_max_batch=narrow)))
   return out
 
 
@@ -67,7 +73,7 @@ def run_point(cell, shape, task, args):
   with jaxrnn.engine_settings() as default:
     pass
   impls, names = [], []
-  for name, options, kwargs in variants(task, default):
+  for name, options, kwargs in variants(task, default, B):
     with jaxrnn.engine_settings(**kwargs):
       impl = peers_lib.build_jaxrnn(cell, xs, H, task, **options)
       impl.name = name
@@ -89,6 +95,7 @@ def run_point(cell, shape, task, args):
   return {"cell": cell, "B": B, "T": T, "D": D, "H": H, "task": task,
           "default_unroll": list(default.unroll),
           "default_hoist": default.hoist_inputs, "default_in_place": default.in_place,
+          "default_narrow_max_batch": default.narrow_max_batch,
           "median_ms": medians,
           "ratio_to_default": {n: m / base for n, m in medians.items()},
           "loss_mismatch": bad}

@@ -119,7 +119,7 @@ def test_documented_fields():
   assert jaxrnn.Cell._fields == ("init_params", "init_carry", "cell_apply", "hidden_size",
                                  "output_size", "config", "input_ndim")
   assert jaxrnn.EngineSettings._fields == (
-      "unroll", "hoist_inputs", "in_place", "parallel_min_steps")
+      "unroll", "hoist_inputs", "in_place", "narrow_max_batch", "parallel_min_steps")
   assert jaxrnn.Layer._fields[:3] == ("init_params", "apply", "init_carry")
   assert jaxrnn.LSTMState._fields == ("h", "c")
   assert jaxrnn.ReadoutParams._fields == ("W_hy", "b_y")
@@ -134,6 +134,10 @@ def test_documented_fields():
 @pytest.mark.parametrize("overrides, error, message", [
     (dict(unrol=(1, 1)), TypeError,
      r"^engine_settings: expected fields of EngineSettings \('unroll', .*\), got \['unrol'\]$"),
+    (dict(narrow_max_batch=-1), ValueError,
+     r"^narrow_max_batch: expected an int >= 0, got -1$"),
+    (dict(narrow_max_batch=True), ValueError,
+     r"^narrow_max_batch: expected an int >= 0, got True$"),
     (dict(unroll=4), ValueError,
      r"^unroll: expected a pair of positive ints \(forward, backward\), got 4$"),
     (dict(unroll=(4, 0)), ValueError,

@@ -10,6 +10,8 @@ lengths (0 and T included, NaN in the padding); under the CPU's and the
 GPU's engine settings.
 """
 
+import itertools
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -40,8 +42,8 @@ LAYERS = {
 
 SETTINGS = {
     "defaults": {},
-    "gpu-table": dict(unroll=(4, 4), hoist_inputs=True, in_place=False),
-    "unroll-1": dict(unroll=(1, 1), hoist_inputs=False, in_place=True),
+    "gpu-table": dict(unroll=(4, 4), hoist_inputs=True, in_place=False, narrow_max_batch=0),
+    "unroll-1": dict(unroll=(1, 1), hoist_inputs=False, in_place=True, narrow_max_batch=0),
 }
 
 
@@ -198,9 +200,18 @@ def test_options_on_the_fused_path_match_the_reference(x64, option):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
-FORMS = {"stacked": dict(in_place=False, hoist_inputs=True),
-         "in-place": dict(in_place=True, hoist_inputs=False),
-         "in-place-hoisted": dict(in_place=True, hoist_inputs=True, unroll=(3, 2))}
+# T = 5 steps: the in-place inference loop runs blocks of up to
+# ``unroll[0]`` steps that divide T, here one block of five, or blocks of one
+# step, three or one per iteration. With ``narrow_max_batch=1`` unbatched
+# calls and batches of one run the narrow form, batches of three in place.
+WIDE = dict(narrow_max_batch=0)
+FORMS = {"stacked": dict(in_place=False, hoist_inputs=True, **WIDE),
+         "in-place-unroll-1": dict(in_place=True, hoist_inputs=False, unroll=(1, 1), **WIDE),
+         "in-place": dict(in_place=True, hoist_inputs=False, unroll=(5, 1), **WIDE),
+         "in-place-hoisted": dict(in_place=True, hoist_inputs=True, unroll=(3, 2), **WIDE),
+         "narrow-up-to-1": dict(in_place=True, hoist_inputs=False, unroll=(4, 1),
+                                narrow_max_batch=1),
+         "stacked-narrow-up-to-1": dict(in_place=False, narrow_max_batch=1)}
 FORM_CELLS = {
     "lstm": lambda: jaxrnn.lstm(H),
     "lstm-peephole-ln": lambda: jaxrnn.lstm(H, peephole=True, layer_norm=True),
@@ -213,11 +224,13 @@ FORM_CELLS = {
 @pytest.mark.parametrize("cell_name", FORM_CELLS)
 def test_both_forms_of_the_forward_loop_match_the_reference(x64, form, cell_name):
   """The forward loop stacks its outputs or writes them in place
-  (``in_place``); either way the values agree with the reference scan
-  unbatched, at batches of one and three and under vmap over params, with
-  lengths, resets and reversal, and so do the gradients of a loss taken
-  through ``jax.checkpoint`` (where JAX differentiates the primal of the
-  fused path's custom JVP)."""
+  (``in_place``), and narrow batches may run a form of their own
+  (``narrow_max_batch``); either way the values agree with the reference
+  scan unbatched, at batches of one and three and under vmap over params,
+  with lengths, resets and reversal, and so do the gradients of a loss
+  taken through ``jax.checkpoint`` (where the outputs' batch axis under
+  vmap comes from the primal of the fused path's custom JVP and must match
+  its rule's)."""
   for reverse in (False, True):
     fast = jaxrnn.rnn(FORM_CELLS[cell_name](), reverse=reverse)
     plain = jaxrnn.rnn(FORM_CELLS[cell_name](), reverse=reverse, method="reference")
@@ -266,3 +279,37 @@ def test_an_empty_sequence_in_either_form(form):
   assert ys.shape == (0, H) and batched.shape == (2, 0, H)
   np.testing.assert_array_equal(out.h, carry.h)
   np.testing.assert_array_equal(out.c, carry.c)
+
+
+@pytest.mark.parametrize("read_in_place", [False, True])
+def test_the_in_place_loop_matches_a_python_loop(x64, read_in_place):
+  """`steps.scan` (outputs written by index; with ``read_in_place`` inputs
+  read by index, in blocks of up to ``unroll`` steps that divide T) against
+  a Python loop over the same step, in both directions, unbatched and under
+  vmap, for T with and without divisors up to ``unroll``."""
+  from jaxrnn._src.engine import steps as steps_lib
+
+  def body(c, x):
+    new = jnp.tanh(c * 0.9 + x[0] - x[1])
+    return new, (new * x[1], jnp.stack([c, x[0]]))
+
+  def python_loop(carry, xs, reverse):
+    ys, auxs = [None] * len(xs), [None] * len(xs)
+    for t in (reversed(range(len(xs))) if reverse else range(len(xs))):
+      carry, (ys[t], auxs[t]) = body(carry, xs[t])
+    return carry, (jnp.stack(ys), jnp.stack(auxs))
+
+  rng = np.random.default_rng(0)
+  for num_steps, unroll, reverse in itertools.product((6, 7), (1, 3, 4), (False, True)):
+    xs = jnp.asarray(rng.standard_normal((2, num_steps, 2)))
+    carry = jnp.asarray([0.3, -0.2])
+    got = jax.jit(jax.vmap(lambda c, x: steps_lib.scan(
+        body, c, x, reverse=reverse, unroll=unroll, read_in_place=read_in_place)))(carry, xs)
+    want = [python_loop(carry[b], xs[b], reverse) for b in range(2)]
+    one = steps_lib.scan(body, carry[0], xs[0], reverse=reverse, unroll=unroll,
+                         read_in_place=read_in_place)
+    for g, w, o in zip(tree_leaves(got), tree_leaves(tree_map(lambda *a: jnp.stack(a), *want)),
+                       tree_leaves(one)):
+      np.testing.assert_allclose(g, w, rtol=1e-14, atol=1e-14,
+                                 err_msg=f"T={num_steps} unroll={unroll} reverse={reverse}")
+      np.testing.assert_allclose(o, w[0], rtol=1e-14, atol=1e-14)

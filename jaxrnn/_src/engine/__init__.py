@@ -62,7 +62,7 @@ def _run(cell, hooks: Optional[Hooks], plan: Plan, params, carry, xs,
   if plan.path == "fused":
     assert hooks is not None and hooks.product is not None
     static = fused_lib.Static(hooks, plan.reverse, unroll, settings.hoist_inputs,
-                              settings.in_place, zoneout)
+                              settings.in_place, settings.narrow_max_batch, zoneout)
     return fused_lib.scan(static, params, carry, xs, initial, h_mask, steps)
   return reference.run(cell, hooks, params, carry, xs, steps, reverse=plan.reverse,
                        unroll=unroll[0], initial=initial, h_mask=h_mask,

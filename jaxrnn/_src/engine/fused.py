@@ -23,7 +23,8 @@ gradients and every other composition work.
 Masking (padding, resets, zoneout) is `steps.masked`, applied alike to the
 forward and the tangent scans. When nothing is differentiated the forward
 scan may read its inputs and write its outputs in place
-(`EngineSettings.in_place`).
+(`EngineSettings.in_place`), and narrow batches run a form of their own
+(`EngineSettings.narrow_max_batch`, `_inference`).
 """
 
 from functools import partial
@@ -46,6 +47,7 @@ class Static(NamedTuple):
   unroll: tuple[int, int]
   hoist: bool
   in_place: bool
+  narrow_max_batch: int
   zoneout: Optional[steps_lib.Zoneout]
 
 
@@ -64,18 +66,15 @@ def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
   index into a carried buffer (`steps.scan`), and, when nothing is kept for
   a tangent scan, inputs read by index, so that under vmap they keep their
   batch-major layout; otherwise the scan takes and stacks them time-major,
-  and vmap transposes them around the loop.
+  and vmap transposes them around the loop. (Inputs read by index would,
+  differentiated, transpose into one scatter per block.)
   """
   hooks = static.hooks
   product = hooks.product
   hoist, in_place, unroll = static.hoist, static.in_place, static.unroll[0]
   inputs = hooks.project(params, xs) if hoist else xs
 
-  by_index = in_place and not keep and xs.shape[0] > 0
-
   def step(c, x_t):
-    if by_index:
-      x_t = jax.lax.dynamic_index_in_dim(inputs, x_t, keepdims=False)
     zx_t = x_t if hoist else hooks.project(params, x_t)
     h_tm1 = product.hidden(c)
     zh_t = product.recur(params, _times(h_tm1, h_mask))
@@ -88,20 +87,58 @@ def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
 
   body = steps_lib.masked(step, initial, static.zoneout)
   if in_place:
-    carry, (ys, saved) = steps_lib.scan(
-        body, carry, (tuple(steps), jnp.arange(xs.shape[0]) if by_index else inputs),
-        reverse=static.reverse, unroll=unroll)
+    carry, (ys, saved) = steps_lib.scan(body, carry, (tuple(steps), inputs),
+                                        reverse=static.reverse, unroll=unroll,
+                                        read_in_place=not keep)
   else:
     carry, (ys, saved) = jax.lax.scan(body, carry, (tuple(steps), inputs),
                                       reverse=static.reverse, unroll=unroll)
   return ys, carry, saved
 
 
+def _inference(static, *args):
+  """``(ys, carry)`` of `_forward` without residuals, by batch size.
+
+  The layer is written per example, so only a batching rule sees the batch
+  size (``jax.custom_batching.custom_vmap``). Up to
+  ``static.narrow_max_batch`` examples, and unbatched calls, run the narrow
+  form of the loop: the input projection hoisted (unless the cell's
+  ``narrow_hoist`` is False), inputs and outputs stacked time-major (under
+  a narrow vmap the transposes around the loop are cheap, and at one
+  example free) and one step per iteration; wider batches run
+  ``static``'s form. The rule sits on the primal alone: JAX
+  cannot transpose it, and every derivative of `scan` goes through its
+  JVP rule. Its outputs come back batch-major, and under vmap the JVP
+  rule's must too (JAX takes their batch axis from the primal's): so only
+  with ``static.in_place``.
+  """
+  if not (static.in_place and static.narrow_max_batch):
+    return _forward(static, False, *args)[:2]
+  narrow = static._replace(hoist=static.hooks.product.narrow_hoist, in_place=False,
+                           unroll=(1, static.unroll[1]))
+  leaves, tree = jax.tree_util.tree_flatten(args)
+
+  def run(form, *leaves):
+    return _forward(form, False, *jax.tree_util.tree_unflatten(tree, leaves))[:2]
+
+  @jax.custom_batching.custom_vmap
+  def forward(*leaves):
+    return run(narrow, *leaves)
+
+  @forward.def_vmap
+  def _rule(axis_size, in_batched, *leaves):
+    form = narrow if axis_size <= static.narrow_max_batch else static
+    out = jax.vmap(partial(run, form), in_axes=[0 if b else None for b in in_batched],
+                   axis_size=axis_size)(*leaves)
+    return out, tree_map(lambda _: True, out)
+
+  return forward(*leaves)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
 def scan(static: Static, params, carry, xs, initial, h_mask, steps):
   """``(ys, carry)`` of the masked scan; see the module notes."""
-  ys, carry, _ = _forward(static, False, params, carry, xs, initial, h_mask, steps)
-  return ys, carry
+  return _inference(static, params, carry, xs, initial, h_mask, steps)
 
 
 @scan.defjvp

@@ -32,7 +32,9 @@ class Product(NamedTuple):
   ``summed``: ``pointwise`` reads ``zx_t`` and ``zh_t`` only through their
   sum, so the tangent scan takes one pre-activation input per step (and its
   transpose, the backward pass, emits one cotangent per step instead of
-  two equal ones).
+  two equal ones). ``narrow_hoist``: the narrow form of the inference loop
+  (`EngineSettings.narrow_max_batch`) projects every step's input before
+  the loop (measured per cell, benchmarks/README.md).
   """
 
   recur: Callable[[Any, Array], Array]
@@ -40,6 +42,7 @@ class Product(NamedTuple):
   pointwise: Callable[..., tuple[Any, Array, Any]]
   tangent: Optional[Callable[..., tuple[Any, Array]]] = None
   summed: bool = False
+  narrow_hoist: bool = True
 
 
 class Linear(NamedTuple):

@@ -21,12 +21,17 @@ class EngineSettings(NamedTuple):
       and of the tangent scan (whose transpose is the backward pass).
     hoist_inputs: project every step's input (``x_t W_x + b``) in one
       product before the loop (True) or inside each step (False).
-    in_place: when nothing is differentiated (inference), the forward loop
-      reads each step's input and writes each step's output by index into
-      a carried buffer (True), so that under ``vmap`` they stay batch-major
-      and no transposes surround the loop; or lets the scan take and stack
-      them time-major (False), which ``vmap`` transposes. A differentiated
-      forward pass always stacks.
+    in_place: the forward loop writes its outputs by index into a carried
+      buffer, ``unroll[0]`` steps at a time, and, when nothing is
+      differentiated (inference), reads its inputs the same way (True), so
+      that under ``vmap`` they stay batch-major and no transposes surround
+      the loop; or lets the scan take and stack them time-major (False),
+      which ``vmap`` transposes.
+    narrow_max_batch: with ``in_place``, the widest batch (the size of the
+      innermost ``vmap``; an unbatched call counts as one) whose forward
+      pass, when nothing is differentiated, runs the narrow form of the loop
+      instead: the input projection hoisted, inputs and outputs stacked
+      time-major and one step per iteration. 0: never.
     parallel_min_steps: the shortest sequence for which ``method="auto"``
       evaluates a linear-recurrence cell (`min_gru`, `min_lstm`, `lru`)
       with ``jax.lax.associative_scan``; None: never.
@@ -35,17 +40,18 @@ class EngineSettings(NamedTuple):
   unroll: tuple[int, int]
   hoist_inputs: bool
   in_place: bool
+  narrow_max_batch: int
   parallel_min_steps: Optional[int]
 
 
 DEFAULTS: dict[str, EngineSettings] = {
     "cpu": EngineSettings(unroll=(4, 1), hoist_inputs=False, in_place=True,
-                          parallel_min_steps=None),
+                          narrow_max_batch=4, parallel_min_steps=None),
     "gpu": EngineSettings(unroll=(4, 4), hoist_inputs=True, in_place=False,
-                          parallel_min_steps=256),
+                          narrow_max_batch=0, parallel_min_steps=256),
 }
 UNMEASURED = EngineSettings(unroll=(1, 1), hoist_inputs=False, in_place=False,
-                            parallel_min_steps=256)
+                            narrow_max_batch=0, parallel_min_steps=256)
 
 _OVERRIDES: contextvars.ContextVar[dict] = contextvars.ContextVar(
     "jaxrnn_engine_settings", default={})
@@ -67,8 +73,7 @@ def engine_settings(**overrides) -> Iterator[EngineSettings]:
   Args:
     **overrides: fields of `EngineSettings`: ``unroll=(forward,
       backward)``, ``hoist_inputs=bool``, ``in_place=bool``,
-      ``parallel_min_steps=int or
-      None``.
+      ``narrow_max_batch=int``, ``parallel_min_steps=int or None``.
 
   Yields:
     The settings in force inside the block.
@@ -96,6 +101,9 @@ def engine_settings(**overrides) -> Iterator[EngineSettings]:
   for name in ("hoist_inputs", "in_place"):
     if name in overrides and not isinstance(overrides[name], bool):
       raise TypeError(f"{name}: expected a bool, got {overrides[name]!r}")
+  narrow = overrides.get("narrow_max_batch", 0)
+  if isinstance(narrow, bool) or not isinstance(narrow, int) or narrow < 0:
+    raise ValueError(f"narrow_max_batch: expected an int >= 0, got {narrow!r}")
   token = _OVERRIDES.set({**_OVERRIDES.get(), **overrides})
   try:
     yield current()
