@@ -22,11 +22,11 @@ class EngineSettings(NamedTuple):
     hoist_inputs: project every step's input (``x_t W_x + b``) in one
       product before the loop (True) or inside each step (False).
     in_place: the forward loop writes its outputs by index into a carried
-      buffer, ``unroll[0]`` steps at a time, and, when nothing is
-      differentiated (inference), reads its inputs the same way (True), so
-      that under ``vmap`` they stay batch-major and no transposes surround
-      the loop; or lets the scan take and stack them time-major (False),
-      which ``vmap`` transposes.
+      buffer, one step at a time, and, when nothing is differentiated
+      (inference), reads its inputs the same way and both in blocks of up
+      to ``unroll[0]`` steps (True), so that under ``vmap`` they stay
+      batch-major and no transposes surround the loop; or lets the scan
+      take and stack them time-major (False), which ``vmap`` transposes.
     narrow_max_batch: with ``in_place``, the widest batch (the size of the
       innermost ``vmap``; an unbatched call counts as one) whose forward
       pass, when nothing is differentiated, runs the narrow form of the loop
