@@ -4,7 +4,8 @@ The default path of the built-in cells is the fused engine (a custom JVP);
 ``method="reference"`` is the masked scan differentiated by JAX. In float64
 every transformation of the first must agree with the second to 1e-8: grad,
 value_and_grad, vjp, jvp, jacfwd, jacrev, hessian, Hessian-vector products,
-grad of grad, vmap of grad (per-example gradients), grad of vmap, vmap over
+grad of grad, vmap of grad (per-example gradients), the Hessian and grad of
+grad of one example (unbatched and under vmap), grad of vmap, vmap over
 params (ensembles), jit, jax.checkpoint and sharded jit; with and without
 lengths (0 and T included, NaN in the padding); under the CPU's and the
 GPU's engine settings.
@@ -104,6 +105,10 @@ def _transforms(params, xs, lengths):
   def per_example(one):
     return jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, xs, jnp.asarray(n))
 
+  def grad_of_grad(one):  # of one example
+    return jax.grad(lambda p, x, k: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
+        jax.grad(one)(p, x, k))[0])))
+
   return {
       "grad": lambda L, one: jax.grad(L)(params, xs),
       "value_and_grad": lambda L, one: jax.value_and_grad(L, argnums=(0, 1))(params, xs),
@@ -119,6 +124,11 @@ def _transforms(params, xs, lengths):
           lambda p: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
               jax.grad(L)(p, xs))[0])))(params),
       "vmap_of_grad": lambda L, one: per_example(lambda p, x, k: one(p, x, k)),
+      # Second order per example: no vmap between the layer and autodiff.
+      "hessian_of_one_example": lambda L, one: jax.hessian(one, argnums=1)(
+          params, xs[0], None if lengths is None else lengths[0]),
+      "vmap_of_grad_of_grad": lambda L, one: jax.vmap(
+          grad_of_grad(one), in_axes=(None, 0, 0))(params, xs, jnp.asarray(n)),
       "vmap_over_params": lambda L, one: jax.vmap(jax.grad(L), in_axes=(0, None))(ensemble, xs),
       "jit": lambda L, one: jax.jit(jax.value_and_grad(L))(params, xs),
       "checkpoint": lambda L, one: jax.grad(jax.checkpoint(L))(params, xs),
