@@ -332,6 +332,8 @@ def test_bad_sizes_and_options():
       make(0)
     with pytest.raises(TypeError, match=positive.format("hidden_size", r"float 4\.0")):
       make(4.0)
+    with pytest.raises(TypeError, match=positive.format("hidden_size", "bool True")):
+      make(True)  # a bool is not a size, though Python counts it as an int
     with pytest.raises(ValueError, match=positive.format("input_size", 0)):
       make(H).init_params(KEY, 0)
   with pytest.raises(ValueError, match=r"^proj_size: expected a size smaller than "
@@ -339,6 +341,9 @@ def test_bad_sizes_and_options():
     jaxrnn.lstm(H, proj_size=H)
   with pytest.raises(ValueError, match=positive.format("output_size", 0)):
     jaxrnn.readout(0)
+  with pytest.raises(TypeError, match=r"^recurrent_dropout: expected a rate in \[0, 1\), "
+                     r"got bool False$"):
+    jaxrnn.rnn(jaxrnn.gru(H), recurrent_dropout=False)
   with pytest.raises(ValueError, match=positive.format("input_size", -1)):
     jaxrnn.readout(2).init_params(KEY, -1)
   with pytest.raises(ValueError, match=positive.format("input_size", 0)):

@@ -13,15 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _check_number(value: Any, name: str, kind: type, what: str, ok) -> Any:
+  """Returns ``value`` if it is a non-bool ``kind`` for which ``ok`` holds."""
+  if isinstance(value, bool) or not isinstance(value, kind):
+    raise TypeError(f"{name}: expected {what}, got {type(value).__name__} {value!r}")
+  if not ok(value):
+    raise ValueError(f"{name}: expected {what}, got {value}")
+  return value
+
+
 def check_positive_int(value: Any, name: str) -> int:
   """Returns ``value`` if it is a positive Python int, else raises."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    raise TypeError(
-        f"{name}: expected a positive int, got {type(value).__name__} {value!r}"
-    )
-  if value <= 0:
-    raise ValueError(f"{name}: expected a positive int, got {value}")
-  return int(value)
+  return int(_check_number(value, name, numbers.Integral, "a positive int", lambda v: v > 0))
 
 
 def check_bool(value: Any, name: str) -> bool:
@@ -33,20 +36,13 @@ def check_bool(value: Any, name: str) -> bool:
 
 def check_positive_float(value: Any, name: str) -> float:
   """Returns ``value`` as a float if it is a real number > 0, else raises."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(f"{name}: expected a positive number, got {type(value).__name__} {value!r}")
-  if not value > 0:
-    raise ValueError(f"{name}: expected a positive number, got {value}")
-  return float(value)
+  return float(_check_number(value, name, numbers.Real, "a positive number", lambda v: v > 0))
 
 
 def check_rate(value: Any, name: str) -> float:
   """Returns ``value`` as a float if it is a probability in [0, 1)."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(f"{name}: expected a rate in [0, 1), got {type(value).__name__} {value!r}")
-  if not 0 <= value < 1:
-    raise ValueError(f"{name}: expected a rate in [0, 1), got {value}")
-  return float(value)
+  return float(_check_number(value, name, numbers.Real, "a rate in [0, 1)",
+                             lambda v: 0 <= v < 1))
 
 
 def check_params(params: Any, expected_type: type, owner: str) -> None:
@@ -65,6 +61,19 @@ def check_array_shape(value: Any, expected: tuple, name: str, owner: str):
     raise ValueError(
         f"{name}: {owner} expects shape {tuple(expected)}, got shape {tuple(shape)}"
     )
+
+
+def check_input_matrix(value: Any, columns: int, name: str, owner: str) -> None:
+  """Raises ValueError unless ``value`` has the shape ``(input_size, columns)``."""
+  if value.ndim != 2 or value.shape[1] != columns:
+    raise ValueError(f"{name}: {owner} expects shape (input_size, {columns}), got "
+                     f"{tuple(value.shape)}")
+
+
+def init_args(input_size: Any, dtype: Any) -> tuple:
+  """``init_params``' ``(input_size, dtype)``: the size checked, the dtype defaulted."""
+  return (check_positive_int(input_size, "input_size"),
+          default_float() if dtype is None else jnp.dtype(dtype))
 
 
 def check_optional_array(value: Any, expected: tuple, name: str, owner: str, *,
@@ -98,12 +107,9 @@ def check_sequence(xs: Any, input_size: Optional[int], owner: str,
   if len(shape) != 1 + input_ndim:
     want = "(T, input_size)" if input_ndim == 1 else (
         "(T, " + ", ".join(f"d{k}" for k in range(input_ndim - 1)) + ", channels)")
-    hint = ""
-    if len(shape) == 2 + input_ndim:
-      hint = (
-          "; apply works on ONE sequence: for a minibatch use "
-          "jax.vmap(layer.apply, in_axes=(None, 0)) (and vmap `length` too)"
-      )
+    hint = ("; apply works on ONE sequence: for a minibatch use "
+            "jax.vmap(layer.apply, in_axes=(None, 0)) (and vmap `length` too)"
+            if len(shape) == 2 + input_ndim else "")
     raise ValueError(
         f"xs: {owner} expects shape {want}, got shape {tuple(shape)} "
         f"(rank {len(shape)}){hint}"
@@ -128,32 +134,27 @@ def check_length(length: Any, num_steps: int, name: str = "length"
     return None
   if isinstance(length, bool):
     raise TypeError(f"{name}: expected an integer scalar, got bool")
-  if isinstance(length, numbers.Integral):
-    if not 0 <= int(length) <= num_steps:
-      raise ValueError(
-          f"{name}: expected an integer in [0, T] = [0, {num_steps}], got {int(length)}"
+  if not isinstance(length, numbers.Integral):
+    if not hasattr(length, "dtype") or not hasattr(length, "shape"):
+      raise TypeError(
+          f"{name}: expected an integer scalar, got {type(length).__name__}"
       )
-    return jnp.asarray(int(length), dtype=jnp.int32)
-  if not hasattr(length, "dtype") or not hasattr(length, "shape"):
-    raise TypeError(
-        f"{name}: expected an integer scalar, got {type(length).__name__}"
-    )
-  if not jnp.issubdtype(length.dtype, jnp.integer):
-    raise TypeError(
-        f"{name}: expected an integer scalar, got dtype {length.dtype}"
-    )
-  if np.shape(length) != ():
+    if not jnp.issubdtype(length.dtype, jnp.integer):
+      raise TypeError(
+          f"{name}: expected an integer scalar, got dtype {length.dtype}"
+      )
+    if np.shape(length) != ():
+      raise ValueError(
+          f"{name}: expected a scalar (one sequence), got shape "
+          f"{tuple(np.shape(length))}; for a minibatch, vmap over `{name}` "
+          "together with `xs`"
+      )
+  if not isinstance(length, jax.core.Tracer) and not 0 <= int(length) <= num_steps:
     raise ValueError(
-        f"{name}: expected a scalar (one sequence), got shape "
-        f"{tuple(np.shape(length))}; for a minibatch, vmap over `{name}` "
-        "together with `xs`"
+        f"{name}: expected an integer in [0, T] = [0, {num_steps}], got {int(length)}"
     )
-  if not isinstance(length, jax.core.Tracer):
-    value = int(length)
-    if not 0 <= value <= num_steps:
-      raise ValueError(
-          f"{name}: expected an integer in [0, T] = [0, {num_steps}], got {value}"
-      )
+  if isinstance(length, numbers.Integral):
+    return jnp.asarray(int(length), dtype=jnp.int32)
   return jnp.clip(length, 0, num_steps).astype(jnp.int32)
 
 
@@ -199,9 +200,7 @@ def accumulation_dtype(*dtypes) -> np.dtype:
   promoted dtype of the operands is used.
   """
   dtype = jnp.result_type(*dtypes)
-  if jnp.finfo(dtype).bits < 32:
-    return jnp.dtype(jnp.float32)
-  return dtype
+  return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else dtype
 
 
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:

@@ -141,11 +141,11 @@ def check_layer_norm(value, size, name, owner, enabled):
 # Gated cells' weights.
 
 
-def init_gated(key, input_size, dtype, *, hidden_size, rows_h, num_gates, bias,
-               input_init, recurrent_init, bias_init):
+def init_gated(key, input_size, dtype, initializers, *, hidden_size, rows_h,
+               num_gates, bias):
   """Draws ``W_x``, ``W_h`` and the two biases of a gated cell."""
-  input_size = checks.check_positive_int(input_size, "input_size")
-  dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+  input_size, dtype = checks.init_args(input_size, dtype)
+  input_init, recurrent_init, bias_init = initializers
   k_x, k_h, k_bx, k_bh = jax.random.split(key, 4)
   gh = num_gates * hidden_size
   W_x = inits.draw(input_init, k_x, (input_size, gh), dtype)
@@ -159,10 +159,7 @@ def init_gated(key, input_size, dtype, *, hidden_size, rows_h, num_gates, bias,
 def check_gated(params, params_type, owner, hidden_size, rows_h, num_gates):
   checks.check_params(params, params_type, owner)
   gh = num_gates * hidden_size
-  if params.W_x.ndim != 2 or params.W_x.shape[1] != gh:
-    raise ValueError(
-        f"params.W_x: {owner} expects shape (input_size, {gh}), got "
-        f"{tuple(params.W_x.shape)}")
+  checks.check_input_matrix(params.W_x, gh, "params.W_x", owner)
   checks.check_array_shape(params.W_h, (rows_h, gh), "params.W_h", owner)
   for name in ("b_x", "b_h"):
     value = getattr(params, name)
@@ -170,21 +167,23 @@ def check_gated(params, params_type, owner, hidden_size, rows_h, num_gates):
       checks.check_array_shape(value, (gh,), f"params.{name}", owner)
 
 
-def check_vector_input(x, input_size, name="x", owner="cell_apply"):
-  """Checks the trailing axis of one step's input (or of every step's)."""
-  shape = tuple(jnp.shape(x))
-  if not shape or shape[-1] != input_size:
-    raise ValueError(
-        f"{name}: {owner} expects shape (..., {input_size}) (input_size="
-        f"{input_size}), got shape {shape}")
-  checks.check_floating(x, name)
-
-
-def zeros_carry(size) -> Callable[..., Array]:
+def zeros_carry(*shapes, make=None) -> Callable[..., Array]:
+  """``init_carry``: zeros of each shape, as ``make(*zeros)`` (or one array)."""
   def init_carry(dtype=None):
     dtype = checks.default_float() if dtype is None else dtype
-    return jnp.zeros((size,), dtype)
+    zeros = [jnp.zeros(shape, dtype) for shape in shapes]
+    return zeros[0] if make is None else make(*zeros)
   return init_carry
+
+
+def recur(params, h: Array) -> Array:
+  """``h W_h``, the recurrent product of the cells with a matrix ``W_h``."""
+  return checks.matmul(h, params.W_h)
+
+
+def project_b(params, xs: Array) -> Array:
+  """``xs W_x + b``, the input projection of the cells with one bias ``b``."""
+  return add(checks.matmul(xs, params.W_x), params.b)
 
 
 def masked_hidden(h: Array, h_mask: Optional[Array]) -> Array:
@@ -196,7 +195,7 @@ def masked_hidden(h: Array, h_mask: Optional[Array]) -> Array:
 # Building a cell from its equation.
 
 
-def build(*, init_params, init_carry, check, check_inputs, project, config,
+def build(*, init_params, init_carry, check, project, config, check_inputs=None,
           hidden_size, output_size, step=None, product=None, linear=None,
           input_ndim=1) -> Cell:
   """A `Cell` whose ``cell_apply`` is ``step ∘ project``, with its hooks.
@@ -208,6 +207,8 @@ def build(*, init_params, init_carry, check, check_inputs, project, config,
   or ``linear`` (a `hooks.Linear`) gives the rest of the equation; the step
   is derived from the latter two, so each equation exists once.
   """
+  if check_inputs is None:
+    check_inputs = vector_inputs(lambda p: p.W_x.shape[0])
   if product is not None:
 
     def step(params, carry, zx_t, h_mask):
@@ -247,10 +248,13 @@ def vector_inputs(input_size_of):
   """``check_inputs`` for cells whose step input is a vector."""
 
   def check_inputs(params, xs, ndim):
+    input_size = input_size_of(params)
     if ndim is not None:
-      checks.check_array_shape(xs, (input_size_of(params),), "x", "cell_apply")
-      checks.check_floating(xs, "x")
-    else:
-      check_vector_input(xs, input_size_of(params), "xs", "project")
+      checks.check_array_shape(xs, (input_size,), "x", "cell_apply")
+    elif not jnp.shape(xs) or jnp.shape(xs)[-1] != input_size:
+      raise ValueError(
+          f"xs: project expects shape (..., {input_size}) (input_size="
+          f"{input_size}), got shape {tuple(jnp.shape(xs))}")
+    checks.check_floating(xs, "x" if ndim is not None else "xs")
 
   return check_inputs

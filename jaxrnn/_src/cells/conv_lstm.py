@@ -35,37 +35,31 @@ class ConvLSTMParams(NamedTuple):
   W_c: Optional[Array]  # (3, height, width, C) peepholes (i, f, o), or None
 
 
-def _odd_pair(value, name: str) -> tuple[int, int]:
-  """``kernel_size`` as a pair of odd positive ints."""
-  pair = (value, value) if isinstance(value, numbers.Integral) else value
+def _int_pair(value, name: str, *, odd: bool) -> tuple[int, int]:
+  """``kernel_size`` (``odd``: an int or a pair of odd positive ints) or
+  ``spatial_shape`` (a pair of positive ints) as a pair of ints."""
+  pair = (value, value) if odd and isinstance(value, numbers.Integral) else value
+  what = ("an odd positive int or a pair of them" if odd
+          else "a pair of positive ints (height, width)")
   if (not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
       isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in pair)):
-    raise TypeError(
-        f"{name}: expected an odd positive int or a pair of them, got {value!r}")
-  if any(k <= 0 or k % 2 == 0 for k in pair):
-    raise ValueError(
-        f"{name}: expected odd positive sizes ('SAME' padding is symmetric "
-        f"only for odd kernels), got {value!r}")
+    raise TypeError(f"{name}: expected {what}, got {value!r}")
+  if any(k <= 0 or (odd and k % 2 == 0) for k in pair):
+    if odd:
+      what = "odd positive sizes ('SAME' padding is symmetric only for odd kernels)"
+    raise ValueError(f"{name}: expected {what}, got {value!r}")
   return int(pair[0]), int(pair[1])
 
 
-def _positive_pair(value, name: str) -> tuple[int, int]:
-  if (not isinstance(value, (tuple, list)) or len(value) != 2 or any(
-      isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in value)):
-    raise TypeError(
-        f"{name}: expected a pair of positive ints (height, width), got {value!r}")
-  if any(k <= 0 for k in value):
-    raise ValueError(
-        f"{name}: expected a pair of positive ints (height, width), got {value!r}")
-  return int(value[0]), int(value[1])
-
-
 def _conv(x: Array, w: Array) -> Array:
-  """'SAME'-padded stride-1 convolution of ``x: (N, H, W, I)`` by ``w: HWIO``.
+  """'SAME'-padded stride-1 convolution of ``x: (..., H, W, I)`` by ``w: HWIO``
+  (the leading axes of ``x`` are the convolution's batch axis).
 
   Follows `checks.matmul`'s dtype policy: with 16-bit weights the operands
   are 16-bit and the result accumulates in float32.
   """
+  lead = x.shape[:-3]
+  x = x.reshape((math.prod(lead),) + x.shape[-3:])
   kh, kw = w.shape[:2]
   padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
   if jnp.finfo(w.dtype).bits < 32:
@@ -73,10 +67,11 @@ def _conv(x: Array, w: Array) -> Array:
   else:
     dtype = jnp.result_type(x, w)
     x, w, preferred = x.astype(dtype), w.astype(dtype), None
-  return jax.lax.conv_general_dilated(
+  out = jax.lax.conv_general_dilated(
       x, w, window_strides=(1, 1), padding=padding,
       dimension_numbers=("NHWC", "HWIO", "NHWC"),
       preferred_element_type=preferred)
+  return out.reshape(lead + out.shape[1:])
 
 
 def conv_lstm(
@@ -157,8 +152,8 @@ def conv_lstm(
     Neural Networks, 2016.
   """
   C = checks.check_positive_int(hidden_channels, "hidden_channels")
-  kh, kw = _odd_pair(kernel_size, "kernel_size")
-  height, width = _positive_pair(spatial_shape, "spatial_shape")
+  kh, kw = _int_pair(kernel_size, "kernel_size", odd=True)
+  height, width = _int_pair(spatial_shape, "spatial_shape", odd=False)
   peephole = checks.check_bool(peephole, "peephole")
   bias = checks.check_bool(bias, "bias")
   state_shape = (height, width, C)
@@ -166,8 +161,7 @@ def conv_lstm(
            f"spatial_shape={(height, width)}" + (", peephole=True)" if peephole else ")"))
 
   def init_params(key, input_size, dtype=None):
-    in_channels = checks.check_positive_int(input_size, "input_size")
-    dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+    in_channels, dtype = checks.init_args(input_size, dtype)
     k_x, k_h, k_b, k_c = jax.random.split(key, 4)
     W_x = inits.draw(input_init, k_x, (kh, kw, in_channels, 4 * C), dtype)
     # One draw per gate, so an orthogonal initialiser is orthogonal per gate.
@@ -195,7 +189,8 @@ def conv_lstm(
     checks.check_optional_array(params.W_c, (3,) + state_shape, "params.W_c", owner,
                                 present=peephole, what="peepholes")
 
-  def check_maps(xs, params, name, want_rank):
+  def check_inputs(params, xs, want_rank):
+    name = "x" if want_rank else "xs"
     in_channels = params.W_x.shape[2]
     shape = tuple(np.shape(xs))
     if len(shape) < 3 or (want_rank is not None and len(shape) != want_rank) or (
@@ -207,31 +202,20 @@ def conv_lstm(
     checks.check_floating(xs, name)
 
   def project(params, xs):
-    lead = xs.shape[:-3]
-    maps = xs.reshape((math.prod(lead),) + xs.shape[-3:])
     # All steps at once: time (and any batch axes) is the conv's batch axis.
-    zx = _conv(maps, params.W_x)
-    return common.add(zx.reshape(lead + zx.shape[1:]), params.b)
-
-  def check_inputs(params, xs, ndim):
-    check_maps(xs, params, "x" if ndim else "xs", ndim)
+    return common.add(_conv(xs, params.W_x), params.b)
 
   def recur(params, h):
-    lead = h.shape[:-3]
-    zh = _conv(h.reshape((math.prod(lead),) + state_shape), params.W_h)
-    return zh.reshape(lead + zh.shape[1:])
+    return _conv(h, params.W_h)
 
   # The LSTM's own equation, with convolution products.
   def pointwise(params, carry, zx_t, zh_t):
     h_t, c_t, res = lstm_equations(carry.c, zx_t + zh_t, params.W_c)
     return LSTMState(h_t, c_t), h_t, res
 
-  def init_carry(dtype=None):
-    dtype = checks.default_float() if dtype is None else dtype
-    return LSTMState(h=jnp.zeros(state_shape, dtype), c=jnp.zeros(state_shape, dtype))
-
   return common.build(
-      init_params=init_params, init_carry=init_carry, check=check,
+      init_params=init_params, check=check,
+      init_carry=common.zeros_carry(state_shape, state_shape, make=LSTMState),
       check_inputs=check_inputs, project=project,
       product=hooks.Product(recur, lambda c: c.h, pointwise,
                             None if peephole else lstm_tangent, summed=True),

@@ -69,9 +69,8 @@ def elman(
 
   def init_params(key, input_size, dtype=None):
     return ElmanParams(*common.init_gated(
-        key, input_size, dtype, hidden_size=H, rows_h=H, num_gates=1,
-        bias=bias, input_init=input_init, recurrent_init=recurrent_init,
-        bias_init=bias_init))
+        key, input_size, dtype, (input_init, recurrent_init, bias_init),
+        hidden_size=H, rows_h=H, num_gates=1, bias=bias))
 
   def check(params):
     common.check_gated(params, ElmanParams, owner, H, H, 1)
@@ -80,9 +79,6 @@ def elman(
     # Both biases are plain additive terms: they join the input projection.
     return common.add(checks.matmul(xs, params.W_x),
                       common.bias_sum(params.b_x, params.b_h))
-
-  def recur(params, h):
-    return checks.matmul(h, params.W_h)
 
   # The equation.
   def pointwise(params, h_tm1, zx_t, zh_t):
@@ -103,10 +99,9 @@ def elman(
 
   return common.build(
       init_params=init_params, init_carry=common.zeros_carry(H), check=check,
-      check_inputs=common.vector_inputs(lambda p: p.W_x.shape[0]),
       project=project,
       product=hooks.Product(
-          recur, lambda h: h, pointwise,
+          common.recur, lambda h: h, pointwise,
           tangent if activation in ("tanh", "relu") else None, summed=True),
       hidden_size=H, output_size=H,
       config=dict(kind="elman", hidden_size=H, activation=activation, bias=bias))

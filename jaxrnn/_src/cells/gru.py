@@ -99,13 +99,11 @@ def gru(
 
   def init_params(key, input_size, dtype=None):
     W_x, W_h, b_x, b_h = common.init_gated(
-        key, input_size, dtype, hidden_size=H, rows_h=H, num_gates=3,
-        bias=bias, input_init=input_init, recurrent_init=recurrent_init,
-        bias_init=bias_init)
+        key, input_size, dtype, (input_init, recurrent_init, bias_init),
+        hidden_size=H, rows_h=H, num_gates=3, bias=bias)
     ln_x = ln_h = None
     if layer_norm:
-      ln_x = common.init_layer_norm(3 * H, W_x.dtype)
-      ln_h = common.init_layer_norm(3 * H, W_x.dtype)
+      ln_x, ln_h = (common.init_layer_norm(3 * H, W_x.dtype) for _ in range(2))
     return GRUParams(W_x, W_h, b_x, b_h, ln_x, ln_h)
 
   def check(params):
@@ -124,9 +122,6 @@ def gru(
       b_h = jnp.concatenate([b_h[:2 * H], jnp.zeros((H,), b_h.dtype)])
     zx = common.layer_norm(checks.matmul(xs, params.W_x), params.ln_x, eps)
     return common.add(zx, common.bias_sum(params.b_x, b_h))
-
-  def recur(params, h):
-    return checks.matmul(h, params.W_h)
 
   # The equation (reset_after=True).
   def pointwise(params, h_tm1, zx_t, zh_t):
@@ -164,13 +159,12 @@ def gru(
     return h_t, h_t
 
   form: dict[str, Any] = (
-      dict(product=hooks.Product(recur, lambda h: h, pointwise,
+      dict(product=hooks.Product(common.recur, lambda h: h, pointwise,
                                  None if layer_norm else tangent,
                                  narrow_hoist=False))  # benchmarks/README.md
       if reset_after else dict(step=step_before))
   return common.build(
       init_params=init_params, init_carry=common.zeros_carry(H), check=check,
-      check_inputs=common.vector_inputs(lambda p: p.W_x.shape[0]),
       project=project, hidden_size=H, output_size=H,
       config=dict(kind="gru", hidden_size=H, reset_after=reset_after, bias=bias,
                   layer_norm=layer_norm, layer_norm_eps=eps),

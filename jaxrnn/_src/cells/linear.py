@@ -32,13 +32,13 @@ Array = jax.Array
 def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
                  input_init, bias_init, params_type) -> Cell:
   """A cell ``h_t = a_t ⊙ h_{t-1} + b_t`` with ``zx_t = x_t W_x + b``."""
-  H = hidden_size
+  H = checks.check_positive_int(hidden_size, "hidden_size")
+  bias = checks.check_bool(bias, "bias")
   owner = f"{kind}(hidden_size={H})"
   width = num_blocks * H
 
   def init_params(key, input_size, dtype=None):
-    input_size = checks.check_positive_int(input_size, "input_size")
-    dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+    input_size, dtype = checks.init_args(input_size, dtype)
     k_w, k_b = jax.random.split(key)
     W_x = inits.draw(input_init, k_w, (input_size, width), dtype)
     b = inits.draw(bias_init, k_b, (width,), dtype) if bias else None
@@ -46,20 +46,13 @@ def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
 
   def check(params):
     checks.check_params(params, params_type, owner)
-    if params.W_x.ndim != 2 or params.W_x.shape[1] != width:
-      raise ValueError(
-          f"params.W_x: {owner} expects shape (input_size, {width}), got "
-          f"{tuple(params.W_x.shape)}")
+    checks.check_input_matrix(params.W_x, width, "params.W_x", owner)
     checks.check_optional_array(params.b, (width,), "params.b", owner,
                                 present=bias, what="bias (bias=False)")
 
-  def project(params, xs):
-    return common.add(checks.matmul(xs, params.W_x), params.b)
-
   return common.build(
       init_params=init_params, init_carry=common.zeros_carry(H), check=check,
-      check_inputs=common.vector_inputs(lambda p: p.W_x.shape[0]),
-      project=project,
+      project=common.project_b,
       linear=hooks.Linear(coefficients=coefficients, to_state=lambda h: h,
                           from_state=lambda h: h,
                           outputs=lambda params, hs, zx: hs),
@@ -122,9 +115,6 @@ def min_gru(
     Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, Were RNNs All We Needed?,
     2024.
   """
-  hidden_size = checks.check_positive_int(hidden_size, "hidden_size")
-  bias = checks.check_bool(bias, "bias")
-
   def coefficients(params, zx):
     del params
     k_z, h_tilde = jnp.split(zx, 2, axis=-1)
@@ -178,9 +168,6 @@ def min_lstm(
     Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, Were RNNs All We Needed?,
     2024.
   """
-  hidden_size = checks.check_positive_int(hidden_size, "hidden_size")
-  bias = checks.check_bool(bias, "bias")
-
   def coefficients(params, zx):
     del params
     k_f, k_i, h_tilde = jnp.split(zx, 3, axis=-1)
@@ -271,8 +258,7 @@ def lru(
   owner = f"lru(hidden_size={N})"
 
   def init_params(key, input_size, dtype=None):
-    D = checks.check_positive_int(input_size, "input_size")
-    dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+    D, dtype = checks.init_args(input_size, dtype)
     work = jnp.float64 if dtype == jnp.float64 else jnp.float32
     k_u1, k_u2, k_b, k_c, k_d = jax.random.split(key, 5)
     u1 = jax.random.uniform(k_u1, (N,), work)
@@ -297,10 +283,7 @@ def lru(
     checks.check_params(params, LRUParams, owner)
     for name in ("nu_log", "theta_log", "gamma_log"):
       checks.check_array_shape(getattr(params, name), (N,), f"params.{name}", owner)
-    if params.B_re.ndim != 2 or params.B_re.shape[1] != N:
-      raise ValueError(
-          f"params.B_re: {owner} expects shape (input_size, {N}), got "
-          f"{tuple(params.B_re.shape)}")
+    checks.check_input_matrix(params.B_re, N, "params.B_re", owner)
     D = params.B_re.shape[0]
     checks.check_array_shape(params.B_im, (D, N), "params.B_im", owner)
     checks.check_array_shape(params.C_re, (N, D), "params.C_re", owner)
@@ -332,13 +315,9 @@ def lru(
     return (checks.matmul(jnp.real(hs), params.C_re)
             - checks.matmul(jnp.imag(hs), params.C_im) + common.mul(x, params.D))
 
-  def init_carry(dtype=None):
-    dtype = checks.default_float() if dtype is None else dtype
-    return LRUState(jnp.zeros((N,), dtype), jnp.zeros((N,), dtype))
-
   return common.build(
-      init_params=init_params, init_carry=init_carry, check=check,
-      check_inputs=common.vector_inputs(lambda p: p.B_re.shape[0]),
+      init_params=init_params, init_carry=common.zeros_carry(N, N, make=LRUState),
+      check=check, check_inputs=common.vector_inputs(lambda p: p.B_re.shape[0]),
       project=project,
       linear=hooks.Linear(
           coefficients=coefficients,

@@ -185,18 +185,14 @@ def lstm(
   eps = checks.check_positive_float(layer_norm_eps, "layer_norm_eps")
   H = hidden_size
   out_size = H if proj_size is None else proj_size
-  options = "".join(
-      [f", proj_size={proj_size}" if proj_size else "",
-       ", peephole=True" if peephole else "",
-       ", layer_norm=True" if layer_norm else ""])
-  owner = f"lstm(hidden_size={H}{options})"
+  owner = (f"lstm(hidden_size={H}" + (f", proj_size={proj_size}" if proj_size else "")
+           + (", peephole=True" if peephole else "") + (", layer_norm=True)" if layer_norm else ")"))
 
   def init_params(key, input_size, dtype=None):
     key, k_r = jax.random.split(key)
     W_x, W_h, b_x, b_h = common.init_gated(
-        key, input_size, dtype, hidden_size=H, rows_h=out_size, num_gates=4,
-        bias=bias, input_init=input_init, recurrent_init=recurrent_init,
-        bias_init=bias_init)
+        key, input_size, dtype, (input_init, recurrent_init, bias_init),
+        hidden_size=H, rows_h=out_size, num_gates=4, bias=bias)
     dtype = W_x.dtype
     if b_x is not None:
       b_x = b_x.at[H:2 * H].add(jnp.asarray(forget_bias, b_x.dtype))
@@ -206,9 +202,7 @@ def lstm(
     if peephole:
       W_c = inits.draw(peephole_init, jax.random.fold_in(k_r, 1), (3, H), dtype)
     if layer_norm:
-      ln_x = common.init_layer_norm(4 * H, dtype)
-      ln_h = common.init_layer_norm(4 * H, dtype)
-      ln_c = common.init_layer_norm(H, dtype)
+      ln_x, ln_h, ln_c = (common.init_layer_norm(n, dtype) for n in (4 * H, 4 * H, H))
     return LSTMParams(W_x, W_h, b_x, b_h, W_hr, W_c, ln_x, ln_h, ln_c)
 
   def check(params):
@@ -217,20 +211,12 @@ def lstm(
                                 present=proj_size is not None, what="projection")
     checks.check_optional_array(params.W_c, (3, H), "params.W_c", owner,
                                 present=peephole, what="peepholes")
-    common.check_layer_norm(params.ln_x, 4 * H, "ln_x", owner, layer_norm)
-    common.check_layer_norm(params.ln_h, 4 * H, "ln_h", owner, layer_norm)
-    common.check_layer_norm(params.ln_c, H, "ln_c", owner, layer_norm)
-
-  def init_carry(dtype=None):
-    dtype = checks.default_float() if dtype is None else dtype
-    return LSTMState(h=jnp.zeros((out_size,), dtype), c=jnp.zeros((H,), dtype))
+    for name, size in (("ln_x", 4 * H), ("ln_h", 4 * H), ("ln_c", H)):
+      common.check_layer_norm(getattr(params, name), size, name, owner, layer_norm)
 
   def project(params, xs):
     zx = common.layer_norm(checks.matmul(xs, params.W_x), params.ln_x, eps)
     return common.add(zx, common.bias_sum(params.b_x, params.b_h))
-
-  def recur(params, h):
-    return checks.matmul(h, params.W_h)
 
   def pointwise(params, carry, zx_t, zh_t):
     z = zx_t + common.layer_norm(zh_t, params.ln_h, eps)
@@ -241,10 +227,9 @@ def lstm(
 
   plain = proj_size is None and not peephole and not layer_norm
   return common.build(
-      init_params=init_params, init_carry=init_carry, check=check,
-      check_inputs=common.vector_inputs(lambda p: p.W_x.shape[0]),
-      project=project,
-      product=hooks.Product(recur, lambda c: c.h, pointwise,
+      init_params=init_params, check=check, project=project,
+      init_carry=common.zeros_carry(out_size, H, make=LSTMState),
+      product=hooks.Product(common.recur, lambda c: c.h, pointwise,
                             lstm_tangent if plain else None,
                             summed=not layer_norm),
       hidden_size=H, output_size=out_size,

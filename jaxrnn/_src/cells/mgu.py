@@ -92,24 +92,17 @@ def mgu(
   def init_params(key, input_size, dtype=None):
     key, k_b = jax.random.split(key)
     W_x, W_h, _, _ = common.init_gated(
-        key, input_size, dtype, hidden_size=H, rows_h=H, num_gates=2,
-        bias=False, input_init=input_init, recurrent_init=recurrent_init,
-        bias_init=bias_init)
+        key, input_size, dtype, (input_init, recurrent_init, bias_init),
+        hidden_size=H, rows_h=H, num_gates=2, bias=False)
     b = inits.draw(bias_init, k_b, (2 * H,), W_x.dtype) if bias else None
     return MGUParams(W_x, W_h, b)
 
   def check(params):
     checks.check_params(params, MGUParams, owner)
-    if params.W_x.ndim != 2 or params.W_x.shape[1] != 2 * H:
-      raise ValueError(
-          f"params.W_x: {owner} expects shape (input_size, {2 * H}), got "
-          f"{tuple(params.W_x.shape)}")
+    checks.check_input_matrix(params.W_x, 2 * H, "params.W_x", owner)
     checks.check_array_shape(params.W_h, (H, 2 * H), "params.W_h", owner)
     checks.check_optional_array(params.b, (2 * H,), "params.b", owner,
                                 present=bias, what="bias (bias=False)")
-
-  def project(params, xs):
-    return common.add(checks.matmul(xs, params.W_x), params.b)
 
   # The equation: the reset needs f_t first, so two products per step.
   def step(params, h_tm1, zx_t, h_mask):
@@ -122,6 +115,5 @@ def mgu(
 
   return common.build(
       init_params=init_params, init_carry=common.zeros_carry(H), check=check,
-      check_inputs=common.vector_inputs(lambda p: p.W_x.shape[0]),
-      project=project, step=step, hidden_size=H, output_size=H,
+      project=common.project_b, step=step, hidden_size=H, output_size=H,
       config=dict(kind="mgu", hidden_size=H, bias=bias))

@@ -31,9 +31,6 @@ from jaxrnn._src.engine.steps import Steps, Zoneout
 
 tree_map = jax.tree_util.tree_map
 
-PATHS = ("reference", "fused", "linear", "parallel")
-
-
 class Plan(NamedTuple):
   """How `run` executes a layer (static; built by `jaxrnn.rnn`).
 
@@ -69,12 +66,6 @@ def _run(cell, hooks: Optional[Hooks], plan: Plan, params, carry, xs,
                        zoneout=zoneout)
 
 
-def chunk_length(num_steps: int, remat) -> int:
-  if remat is True:
-    return max(1, math.isqrt(num_steps))
-  return min(int(remat), num_steps)
-
-
 def run(cell, hooks: Optional[Hooks], plan: Plan, params, carry, xs,
         steps: Steps, *, initial=None, h_mask=None,
         zoneout: Optional[Zoneout] = None):
@@ -94,7 +85,7 @@ def run(cell, hooks: Optional[Hooks], plan: Plan, params, carry, xs,
   if not plan.remat or num_steps == 0:
     return _run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout)
 
-  chunk = chunk_length(num_steps, plan.remat)
+  chunk = max(1, math.isqrt(num_steps)) if plan.remat is True else min(int(plan.remat), num_steps)
   num_chunks = -(-num_steps // chunk)
   pad = num_chunks * chunk - num_steps
   if pad:

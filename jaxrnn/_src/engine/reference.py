@@ -24,13 +24,20 @@ import jax
 from jaxrnn._src.engine import steps as steps_lib
 
 
-def scan(cell_step, carry, inputs, steps: steps_lib.Steps, *, reverse, unroll,
-         initial=None, zoneout=None):
-  """Scans ``cell_step(carry, x_t) -> (carry, y)`` with masking.
+def run(cell, hooks, params, carry, xs, steps, *, reverse, unroll, initial,
+        h_mask, zoneout):
+  """The reference path of one cell: ``(ys, carry)``.
 
-  Returns ``(carry, ys)``. Without masks this is a plain ``lax.scan``
-  (`steps.masked` builds no masking code for absent masks).
+  Built-in cells scan ``step`` over the inputs projected before the loop
+  (``cell_apply`` is ``step ∘ project``); user cells scan ``cell_apply``.
+  Without masks this is a plain ``lax.scan`` (`steps.masked` builds no
+  masking code for absent masks).
   """
+  if hooks is None:
+    cell_step, inputs = partial(cell.cell_apply, params), xs
+  else:
+    cell_step = lambda c, zx_t: hooks.step(params, c, zx_t, h_mask)
+    inputs = hooks.project(params, xs)
 
   def step(c, x_t):
     new_c, y = cell_step(c, x_t)
@@ -39,23 +46,4 @@ def scan(cell_step, carry, inputs, steps: steps_lib.Steps, *, reverse, unroll,
   body = steps_lib.masked(step, initial, zoneout)
   carry, (ys, _) = jax.lax.scan(body, carry, (tuple(steps), inputs),
                                 reverse=reverse, unroll=unroll)
-  return carry, ys
-
-
-def run(cell, hooks, params, carry, xs, steps, *, reverse, unroll, initial,
-        h_mask, zoneout):
-  """The reference path of one cell: ``(ys, carry)``.
-
-  Built-in cells scan ``step`` over the inputs projected before the loop
-  (``cell_apply`` is ``step ∘ project``); user cells scan ``cell_apply``.
-  """
-  if hooks is None:
-    carry, ys = scan(partial(cell.cell_apply, params), carry, xs, steps,
-                     reverse=reverse, unroll=unroll, initial=initial,
-                     zoneout=zoneout)
-    return ys, carry
-  zx = hooks.project(params, xs)
-  step = lambda c, zx_t: hooks.step(params, c, zx_t, h_mask)
-  carry, ys = scan(step, carry, zx, steps, reverse=reverse, unroll=unroll,
-                   initial=initial, zoneout=zoneout)
   return ys, carry

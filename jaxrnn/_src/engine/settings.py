@@ -57,10 +57,9 @@ _OVERRIDES: contextvars.ContextVar[dict] = contextvars.ContextVar(
     "jaxrnn_engine_settings", default={})
 
 
-def current(backend: Optional[str] = None) -> EngineSettings:
-  """The settings in force for ``backend`` (default: JAX's default backend)."""
-  backend = jax.default_backend() if backend is None else backend
-  return DEFAULTS.get(backend, UNMEASURED)._replace(**_OVERRIDES.get())
+def current() -> EngineSettings:
+  """The settings in force for JAX's default backend."""
+  return DEFAULTS.get(jax.default_backend(), UNMEASURED)._replace(**_OVERRIDES.get())
 
 
 @contextlib.contextmanager

@@ -75,11 +75,8 @@ def bidirectional(
   """
   forward = common.check_cell(forward, "forward")
   backward = common.check_cell(backward, "backward")
-  if callable(merge):
-    merge_fn, custom_merge = merge, True
-  elif isinstance(merge, str) and merge in _MERGES:
-    merge_fn, custom_merge = _MERGES[merge], False
-  else:
+  merge_fn = merge if callable(merge) else _MERGES.get(merge) if isinstance(merge, str) else None
+  if merge_fn is None:
     raise ValueError(
         f"merge: expected one of {sorted(_MERGES)} or a callable, got {merge!r}"
     )
@@ -110,7 +107,7 @@ def bidirectional(
     ys_b, c_b = bwd.apply(params.backward, xs, length=length, carry=carry.backward,
                           reset=reset, key=k_b)
     ys = merge_fn(ys_f, ys_b)
-    if custom_merge:
+    if callable(merge):
       # A user merge may map (0, 0) to something else: re-zero the padding.
       ys = common.mask_steps(ys, checks.check_length(length, xs.shape[0]))
     return ys, BidirectionalCarry(c_f, c_b)

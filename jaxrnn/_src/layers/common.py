@@ -27,24 +27,23 @@ def mask_steps(ys: Any, length: Optional[Array]) -> Any:
   return tree_map(mask, ys)
 
 
+def _check_type(value: Any, name: str, want: type, other: type, hint: str) -> Any:
+  """``value`` if it is a ``want`` (a `Cell` or a `Layer`), else TypeError."""
+  if isinstance(value, other):
+    raise TypeError(f"{name}: expected a jaxrnn.{want.__name__}, got a "
+                    f"jaxrnn.{other.__name__}; {hint}")
+  if not isinstance(value, want):
+    raise TypeError(f"{name}: expected a jaxrnn.{want.__name__}, got {type(value).__name__}")
+  return value
+
+
 def check_cell(cell: Any, name: str) -> Cell:
-  if isinstance(cell, Layer):
-    raise TypeError(
-        f"{name}: expected a jaxrnn.Cell, got a jaxrnn.Layer; pass the cell "
-        "itself (e.g. jaxrnn.lstm(64)), not rnn(cell)")
-  if not isinstance(cell, Cell):
-    raise TypeError(f"{name}: expected a jaxrnn.Cell, got {type(cell).__name__}")
-  return cell
+  return _check_type(cell, name, Cell, Layer,
+                     "pass the cell itself (e.g. jaxrnn.lstm(64)), not rnn(cell)")
 
 
 def check_layer(layer: Any, name: str) -> Layer:
-  if isinstance(layer, Cell):
-    raise TypeError(
-        f"{name}: expected a jaxrnn.Layer, got a jaxrnn.Cell; wrap it as "
-        "jaxrnn.rnn(cell)")
-  if not isinstance(layer, Layer):
-    raise TypeError(f"{name}: expected a jaxrnn.Layer, got {type(layer).__name__}")
-  return layer
+  return _check_type(layer, name, Layer, Cell, "wrap it as jaxrnn.rnn(cell)")
 
 
 def check_key(key: Any) -> Any:

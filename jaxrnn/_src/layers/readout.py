@@ -53,26 +53,18 @@ def readout(
   output_size = checks.check_positive_int(output_size, "output_size")
 
   def init_params(key, input_size, dtype=None):
-    input_size = checks.check_positive_int(input_size, "input_size")
-    dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+    input_size, dtype = checks.init_args(input_size, dtype)
     k_w, k_b = jax.random.split(key)
     return ReadoutParams(
         inits.draw(kernel_init, k_w, (input_size, output_size), dtype),
         inits.draw(bias_init, k_b, (output_size,), dtype))
-
-  def init_carry(dtype=None):
-    del dtype
-    return ()
 
   def apply(params, xs, *, length=None, carry=None, reset=None, key=None,
             shape=None):
     del reset, key  # stateless and deterministic
     owner = f"readout(output_size={output_size})"
     checks.check_params(params, ReadoutParams, owner)
-    if params.W_hy.ndim != 2 or params.W_hy.shape[1] != output_size:
-      raise ValueError(
-          f"params.W_hy: {owner} expects shape (input_size, {output_size}), "
-          f"got {tuple(params.W_hy.shape)}")
+    checks.check_input_matrix(params.W_hy, output_size, "params.W_hy", owner)
     checks.check_array_shape(params.b_y, (output_size,), "params.b_y", owner)
     if carry is not None and not (isinstance(carry, tuple) and not carry):
       raise TypeError(f"carry: {owner} is stateless and expects () or None")
@@ -91,5 +83,5 @@ def readout(
       ys = common.mask_region(ys, common.check_shape2d(shape, *xs.shape[:2]))
     return ys, ()
 
-  return Layer(init_params=init_params, apply=apply, init_carry=init_carry,
+  return Layer(init_params=init_params, apply=apply, init_carry=lambda dtype=None: (),
                config=(("kind", "readout"), ("output_size", output_size)))

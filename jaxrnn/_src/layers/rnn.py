@@ -239,10 +239,9 @@ def rnn(
         leaf.dtype for leaf in jax.tree_util.tree_leaves(params)])
     if carry is not None:
       checks.check_carry(carry, cell.init_carry(), "rnn.apply")
-    elif initial is not None:
-      carry = tree_map(lambda c: c.astype(acc), initial)
     else:
-      carry = cell.init_carry(dtype=acc)
+      carry = (cell.init_carry(dtype=acc) if initial is None
+               else tree_map(lambda c: c.astype(acc), initial))
     if initial is not None:
       initial = tree_map(lambda c, ref: c.astype(ref.dtype), initial, carry)
     elif reset is not None:

@@ -94,11 +94,8 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
       keys = list(jax.random.split(key, 2 * n))
     carries = []
     for k, (layer, p, c) in enumerate(zip(layers, params, carry)):
-      options = {} if reset is None else {"reset": reset}
-      if shape is not None:
-        options["shape"] = shape
-      if keys[k] is not None:
-        options["key"] = keys[k]
+      options = {name: value for name, value in
+                 (("reset", reset), ("shape", shape), ("key", keys[k])) if value is not None}
       xs, c = layer.apply(p, xs, length=length, carry=c, **options)
       carries.append(c)
       if dropout and k < n - 1 and keys[n + k] is not None:
