@@ -186,7 +186,8 @@ def lstm(
   H = hidden_size
   out_size = H if proj_size is None else proj_size
   owner = (f"lstm(hidden_size={H}" + (f", proj_size={proj_size}" if proj_size else "")
-           + (", peephole=True" if peephole else "") + (", layer_norm=True)" if layer_norm else ")"))
+           + (", peephole=True" if peephole else "")
+           + (", layer_norm=True" if layer_norm else "") + ")")
 
   def init_params(key, input_size, dtype=None):
     key, k_r = jax.random.split(key)

@@ -85,7 +85,8 @@ def run(cell, hooks: Optional[Hooks], plan: Plan, params, carry, xs,
   if not plan.remat or num_steps == 0:
     return _run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout)
 
-  chunk = max(1, math.isqrt(num_steps)) if plan.remat is True else min(int(plan.remat), num_steps)
+  chunk = (max(1, math.isqrt(num_steps)) if plan.remat is True
+           else min(int(plan.remat), num_steps))
   num_chunks = -(-num_steps // chunk)
   pad = num_chunks * chunk - num_steps
   if pad:

@@ -149,8 +149,8 @@ def _scan_jvp(static, primals, tangents):
   # Outputs written in place or stacked as ``static.in_place`` says: under
   # vmap JAX takes the outputs' batch axis from the primal, so the two must
   # agree (the primal's narrow form, stacked, comes back batch-major from
-  # its batching rule, like the in-place form). Inputs and the saved activations are scanned time-major, as the
-  # tangent scan reads them.
+  # its batching rule, like the in-place form). Inputs and the saved
+  # activations are scanned time-major, as the tangent scan reads them.
   ys, final, (hiddens, res) = _forward(static, True, params, carry, xs, initial,
                                        h_mask, steps)
 
