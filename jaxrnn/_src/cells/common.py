@@ -15,7 +15,7 @@ the ones PyTorch has, so weights move between the libraries without loss.
 Every array a cell's equation sees has its features on the LAST axis.
 """
 
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -167,7 +167,7 @@ def check_gated(params, params_type, owner, hidden_size, rows_h, num_gates):
       checks.check_array_shape(value, (gh,), f"params.{name}", owner)
 
 
-def zeros_carry(*shapes, make=None) -> Callable[..., Array]:
+def zeros_carry(*shapes, make=None) -> Callable[..., Any]:
   """``init_carry``: zeros of each shape, as ``make(*zeros)`` (or one array)."""
   def init_carry(dtype=None):
     dtype = checks.default_float() if dtype is None else dtype
@@ -201,7 +201,8 @@ def build(*, init_params, init_carry, check, project, config, check_inputs=None,
   """A `Cell` whose ``cell_apply`` is ``step ∘ project``, with its hooks.
 
   ``check(params)`` validates params; ``check_inputs(params, xs, ndim)``
-  validates inputs whose last ``ndim`` axes are one step's; ``project``
+  validates inputs whose last ``ndim`` axes are one step's (default: vector
+  inputs of ``W_x``'s row count, `vector_inputs`); ``project``
   maps inputs to the step's input pre-activations. Exactly one of
   ``step(params, carry, zx_t, h_mask)``, ``product`` (a `hooks.Product`)
   or ``linear`` (a `hooks.Linear`) gives the rest of the equation; the step

@@ -34,8 +34,8 @@ tree_map = jax.tree_util.tree_map
 class Plan(NamedTuple):
   """How `run` executes a layer (static; built by `jaxrnn.rnn`).
 
-  ``path``: one of `PATHS` (``"parallel"`` is the linear path by
-  associative scan); ``unroll``: None (the backend's default) or
+  ``path``: ``"reference"``, ``"fused"``, ``"linear"`` or ``"parallel"``
+  (the linear path by associative scan); ``unroll``: None (the backend's default) or
   ``(forward, backward)``; ``remat``: None/False, True or a chunk length.
   """
 

@@ -55,7 +55,7 @@ def _hidden(carry: Any) -> Any:
 
 
 def _path(hooks, method: str, num_steps: int) -> str:
-  """The engine path for ``method`` (see `engine.PATHS`)."""
+  """The engine path for ``method`` (see `engine.Plan`)."""
   if method == "reference" or hooks is None:
     return "reference"
   if hooks.linear is not None:
