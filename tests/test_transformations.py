@@ -2,13 +2,16 @@
 
 The default path of the built-in cells is the fused engine (a custom JVP);
 ``method="reference"`` is the masked scan differentiated by JAX. In float64
-every transformation of the first must agree with the second to 1e-8: grad,
+the value and every transformation of the first must agree with the second
+to 1e-8: grad,
 value_and_grad, vjp, jvp, jacfwd, jacrev, hessian, Hessian-vector products,
 grad of grad, vmap of grad (per-example gradients), the Hessian and grad of
-grad of one example (unbatched and under vmap), grad of vmap, vmap over
-params (ensembles), jit, jax.checkpoint and sharded jit; with and without
-lengths (0 and T included, NaN in the padding); under the CPU's and the
-GPU's engine settings.
+grad of one example (unbatched and under vmap), grad of grad over examples
+run one at a time in ``jax.lax.map``, grad of vmap, vmap over params
+(ensembles), jit, jax.checkpoint and sharded jit; with and without lengths
+(0 and T included, NaN in the padding); under the CPU's and the GPU's
+engine settings, with the narrow inference form off for this batch, and
+with ``remat``.
 """
 
 import itertools
@@ -41,10 +44,14 @@ LAYERS = {
         jaxrnn.readout(2)),
 }
 
-SETTINGS = {
-    "defaults": {},
-    "gpu-table": dict(unroll=(4, 4), hoist_inputs=True, in_place=False, narrow_max_batch=0),
-    "unroll-1": dict(unroll=(1, 1), hoist_inputs=False, in_place=True, narrow_max_batch=0),
+# (engine settings, layer options) of each configuration.
+CONFIGS = {
+    "defaults": ({}, {}),
+    "gpu-table": (dict(unroll=(4, 4), hoist_inputs=True, in_place=False, narrow_max_batch=0),
+                  {}),
+    "unroll-1": (dict(unroll=(1, 1), hoist_inputs=False, in_place=True, narrow_max_batch=0), {}),
+    "narrow-up-to-1": (dict(narrow_max_batch=1), {}),
+    "remat": ({}, dict(remat=2)),  # chunks under jax.checkpoint inside a scan
 }
 
 
@@ -109,7 +116,13 @@ def _transforms(params, xs, lengths):
     return jax.grad(lambda p, x, k: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
         jax.grad(one)(p, x, k))[0])))
 
+  def under_map(one):  # examples one at a time in a lax.map (a scan): no vmap
+    if lengths is None:
+      return lambda p: jnp.sum(jax.lax.map(lambda x: one(p, x, None), xs))
+    return lambda p: jnp.sum(jax.lax.map(lambda a: one(p, *a), (xs, lengths)))
+
   return {
+      "value": lambda L, one: L(params, xs),  # nothing differentiated
       "grad": lambda L, one: jax.grad(L)(params, xs),
       "value_and_grad": lambda L, one: jax.value_and_grad(L, argnums=(0, 1))(params, xs),
       "vjp": lambda L, one: jax.vjp(L, params, xs)[1](jnp.asarray(1.5)),
@@ -129,6 +142,9 @@ def _transforms(params, xs, lengths):
           params, xs[0], None if lengths is None else lengths[0]),
       "vmap_of_grad_of_grad": lambda L, one: jax.vmap(
           grad_of_grad(one), in_axes=(None, 0, 0))(params, xs, jnp.asarray(n)),
+      "grad_of_grad_under_map": lambda L, one: jax.grad(
+          lambda p: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
+              jax.grad(under_map(one))(p))[0])))(params),
       "vmap_over_params": lambda L, one: jax.vmap(jax.grad(L), in_axes=(0, None))(ensemble, xs),
       "jit": lambda L, one: jax.jit(jax.value_and_grad(L))(params, xs),
       "checkpoint": lambda L, one: jax.grad(jax.checkpoint(L))(params, xs),
@@ -139,18 +155,20 @@ def _transforms(params, xs, lengths):
 
 # Every layer with and without lengths under the defaults (the reversed
 # relu Elman layer with lengths only); lstm and the stack with lengths also
-# under the other engine settings.
+# under the other configurations, and elman with remat.
 CASES = ([(name, with_length, "defaults") for name in LAYERS for with_length in (False, True)
           if with_length or name != "elman_relu_reverse"]
-         + [(name, True, settings) for name in ("lstm", "stack")
-            for settings in SETTINGS if settings != "defaults"])
+         + [(name, True, config) for name in ("lstm", "stack")
+            for config in CONFIGS if config != "defaults"]
+         + [("elman", True, "remat")])
 
 
 @pytest.mark.parametrize(
-    "name, with_length, settings", CASES,
-    ids=[f"{n}-{'lengths' if w else 'full'}-{s}" for n, w, s in CASES])
-def test_every_transformation_matches_plain_autodiff(x64, name, with_length, settings):
-  fast, plain = LAYERS[name](), LAYERS[name](method="reference")
+    "name, with_length, config", CASES,
+    ids=[f"{n}-{'lengths' if w else 'full'}-{c}" for n, w, c in CASES])
+def test_every_transformation_matches_plain_autodiff(x64, name, with_length, config):
+  settings, options = CONFIGS[config]
+  fast, plain = LAYERS[name](**options), LAYERS[name](method="reference")
   params, xs, lengths = _data(fast, with_length)
   transforms = _transforms(params, xs, lengths)
 
@@ -160,7 +178,7 @@ def test_every_transformation_matches_plain_autodiff(x64, name, with_length, set
     loss, one = _loss(layer, lengths)
     return jax.jit(lambda: {n: t(loss, one) for n, t in transforms.items()})()
 
-  with jaxrnn.engine_settings(**SETTINGS[settings]):
+  with jaxrnn.engine_settings(**settings):
     got_all, want_all = all_of(fast), all_of(plain)
   for tname in transforms:
     got, want = tree_leaves(got_all[tname]), tree_leaves(want_all[tname])
