@@ -3,15 +3,14 @@
 The default path of the built-in cells is the fused engine (a custom JVP);
 ``method="reference"`` is the masked scan differentiated by JAX. In float64
 the value and every transformation of the first must agree with the second
-to 1e-8: grad,
-value_and_grad, vjp, jvp, jacfwd, jacrev, hessian, Hessian-vector products,
-grad of grad, vmap of grad (per-example gradients), the Hessian and grad of
-grad of one example (unbatched and under vmap), grad of grad over examples
-run one at a time in ``jax.lax.map``, grad of vmap, vmap over params
-(ensembles), jit, jax.checkpoint and sharded jit; with and without lengths
-(0 and T included, NaN in the padding); under the CPU's and the GPU's
-engine settings, with the narrow inference form off for this batch, and
-with ``remat``.
+to 1e-8: grad, value_and_grad, vjp, jvp, jacfwd, jacrev, hessian,
+Hessian-vector products, grad of grad, vmap of grad (per-example
+gradients), the Hessian and grad of grad of one example (unbatched and under
+vmap), grad of grad over examples run one at a time in ``jax.lax.map``, grad
+of vmap, vmap over params (ensembles), jit, jax.checkpoint and sharded jit;
+with and without lengths (0 and T included, NaN in the padding); under the
+CPU's and the GPU's engine settings, with the narrow inference form off for
+this batch, and with ``remat``.
 """
 
 import itertools
@@ -103,18 +102,18 @@ def _with_first_matrix(params, block):
 
 
 def _transforms(params, xs, lengths):
-  tangent = tree_map(lambda p: jnp.cos(p), params)
+  tangent = tree_map(jnp.cos, params)
   mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
   sharded = NamedSharding(mesh, PartitionSpec("batch"))
   ensemble = tree_map(lambda p: jnp.stack([p, 0.5 * p]), params)
   n = LENGTHS if lengths is not None else np.full(B, T)
 
-  def per_example(one):
-    return jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, xs, jnp.asarray(n))
+  def per_example(f):  # f(params, x, length), over the batch
+    return jax.vmap(f, in_axes=(None, 0, 0))(params, xs, jnp.asarray(n))
 
-  def grad_of_grad(one):  # of one example
-    return jax.grad(lambda p, x, k: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
-        jax.grad(one)(p, x, k))[0])))
+  def grad_of_grad(f):  # the gradient of |grad f|^2, both w.r.t. f's params
+    return jax.grad(lambda p, *args: jnp.sum(jnp.square(
+        jax.flatten_util.ravel_pytree(jax.grad(f)(p, *args))[0])))
 
   def under_map(one):  # examples one at a time in a lax.map (a scan): no vmap
     if lengths is None:
@@ -133,18 +132,13 @@ def _transforms(params, xs, lengths):
       "hessian_W_h": lambda L, one: jax.hessian(
           lambda v: L(_with_first_matrix(params, v), xs))(_first_matrix(params)),
       "hvp": lambda L, one: jax.jvp(jax.grad(lambda p: L(p, xs)), (params,), (tangent,))[1],
-      "grad_of_grad": lambda L, one: jax.grad(
-          lambda p: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
-              jax.grad(L)(p, xs))[0])))(params),
-      "vmap_of_grad": lambda L, one: per_example(lambda p, x, k: one(p, x, k)),
+      "grad_of_grad": lambda L, one: grad_of_grad(L)(params, xs),
+      "vmap_of_grad": lambda L, one: per_example(jax.grad(one)),
       # Second order per example: no vmap between the layer and autodiff.
       "hessian_of_one_example": lambda L, one: jax.hessian(one, argnums=1)(
           params, xs[0], None if lengths is None else lengths[0]),
-      "vmap_of_grad_of_grad": lambda L, one: jax.vmap(
-          grad_of_grad(one), in_axes=(None, 0, 0))(params, xs, jnp.asarray(n)),
-      "grad_of_grad_under_map": lambda L, one: jax.grad(
-          lambda p: jnp.sum(jnp.square(jax.flatten_util.ravel_pytree(
-              jax.grad(under_map(one))(p))[0])))(params),
+      "vmap_of_grad_of_grad": lambda L, one: per_example(grad_of_grad(one)),
+      "grad_of_grad_under_map": lambda L, one: grad_of_grad(under_map(one))(params),
       "vmap_over_params": lambda L, one: jax.vmap(jax.grad(L), in_axes=(0, None))(ensemble, xs),
       "jit": lambda L, one: jax.jit(jax.value_and_grad(L))(params, xs),
       "checkpoint": lambda L, one: jax.grad(jax.checkpoint(L))(params, xs),
