@@ -42,7 +42,7 @@ install: $(VENV)/.installed-dev
 install-bench: $(VENV)/.installed-bench
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 # The core tests under the oldest jax/jaxlib that pyproject.toml admits
 # (the floor of its "jax>=" requirement), in a virtualenv of their own with
@@ -63,7 +63,7 @@ $(FLOOR_VENV)/.installed-floor: pyproject.toml Makefile
 
 test-floor: $(FLOOR_VENV)/.installed-floor
 	$(FLOOR_VENV)/bin/python -c "import jax; assert jax.__version__ == '$(JAX_FLOOR)', jax.__version__; print('jax', jax.__version__)"
-	$(FLOOR_VENV)/bin/python -m pytest -n 2 -q -o addopts="-p no:cacheprovider" -k "not torch" $(CORE_TESTS)
+	$(FLOOR_VENV)/bin/python -m pytest -n 2 --dist loadgroup -q -o addopts="-p no:cacheprovider" -k "not torch" $(CORE_TESTS)
 
 # Results and a chart of the speed-ups go to benchmarks/results/.
 bench: $(VENV)/.installed-bench

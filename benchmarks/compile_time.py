@@ -206,14 +206,15 @@ def main(argv=None):
   p.add_argument("--H", type=int, default=256)
   p.add_argument("--jaxrnn-unroll", type=int, default=None,
                  help="jaxrnn unroll= (default: jaxrnn's choice)")
-  p.add_argument("--jaxrnn-fused-vjp", choices=("default", "on", "off"), default="default")
+  p.add_argument("--jaxrnn-method", choices=("auto", "sequential", "parallel", "reference"),
+                 default=None, help="jaxrnn method= (default: \"auto\")")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   options = {}
   if a.jaxrnn_unroll is not None:
     options["unroll"] = a.jaxrnn_unroll
-  if a.jaxrnn_fused_vjp != "default":
-    options["fused_vjp"] = a.jaxrnn_fused_vjp == "on"
+  if a.jaxrnn_method is not None:
+    options["method"] = a.jaxrnn_method
   out = run(B=a.B, T=a.T, D=a.D, H=a.H, repeats=a.repeats, jaxrnn_options=options)
   path = benchmarks.write_json("compile", {"machine": benchmarks.machine_info(),
                                            "compile_time": out}, a.out)

@@ -135,8 +135,8 @@ def parse_args(argv=None):
                       "each library's default, 1)")
   p.add_argument("--jaxrnn-unroll", type=int, default=None,
                  help="jaxrnn.rnn(unroll=...) (default: jaxrnn's choice)")
-  p.add_argument("--jaxrnn-fused-vjp", choices=("default", "on", "off"),
-                 default="default", help="jaxrnn.rnn(fused_vjp=...)")
+  p.add_argument("--jaxrnn-method", choices=("auto", "sequential", "parallel", "reference"),
+                 default=None, help="jaxrnn.rnn(method=...) (default: \"auto\")")
   p.add_argument("--threads", type=int, default=None,
                  help="torch.set_num_threads (default: cores available to "
                       "this process)")
@@ -261,8 +261,8 @@ def _jaxrnn_options(args):
   options = {}
   if args.jaxrnn_unroll is not None:
     options["unroll"] = args.jaxrnn_unroll
-  if args.jaxrnn_fused_vjp != "default":
-    options["fused_vjp"] = args.jaxrnn_fused_vjp == "on"
+  if args.jaxrnn_method is not None:
+    options["method"] = args.jaxrnn_method
   return options
 
 

@@ -13,10 +13,10 @@ wavefront is faster). Tasks: the forward pass (``fwd``) and forward plus
 the gradient with respect to the parameters (``fwd+bwd``) of the mean
 squared output. For ``fwd+bwd`` it also times the wavefront with
 ``remat=False`` (every gate activation stored), the evidence for
-``jaxrnn._src.engine.wavefront.DEFAULT_REMAT``. ``--segments 1,2,4,8``
-adds one wavefront per setting of its scans per ramp
-(``jaxrnn._src.engine.wavefront.RAMP_SEGMENTS``), the evidence for that
-setting. Writes JSON to ``benchmarks/results/``.
+``EngineSettings.wavefront_remat``. ``--segments 1,2,4,8`` adds one
+wavefront per setting of its scans per ramp
+(``EngineSettings.wavefront_segments``), the evidence for that setting.
+Writes JSON to ``benchmarks/results/``.
 """
 
 import argparse
@@ -41,7 +41,6 @@ def build(method, xs, H, task, segments=None, remat=None):
   import jax
   import jax.numpy as jnp
   import jaxrnn
-  from jaxrnn._src.engine import wavefront as wavefront_lib
 
   layer = jaxrnn.rnn2d(jaxrnn.lstm2d(H), method=method, remat=remat)
   params = layer.init_params(jax.random.key(0), xs.shape[-1])
@@ -52,14 +51,11 @@ def build(method, xs, H, task, segments=None, remat=None):
 
   xs = jax.device_put(xs)
   fn = jax.jit(loss if task == "fwd" else jax.value_and_grad(loss))
-  default = wavefront_lib.RAMP_SEGMENTS
-  wavefront_lib.RAMP_SEGMENTS = default if segments is None else segments
-  try:  # the setting is read while tracing
+  overrides = {} if segments is None else {"wavefront_segments": segments}
+  with jaxrnn.engine_settings(**overrides):  # the setting is read while tracing
     t0 = time.perf_counter()
     compiled = fn.lower(params, xs).compile()
     compile_s = time.perf_counter() - t0
-  finally:
-    wavefront_lib.RAMP_SEGMENTS = default
 
   def call():
     return jax.block_until_ready(compiled(params, xs))

@@ -123,32 +123,36 @@ def train_one(cell_name, length, *, hidden, steps, batch_size, learning_rate,
   }
 
 
+# The quick run's option values (the full run's are the options' defaults).
+QUICK = {"lengths": [10], "steps": 200, "hidden": 16, "lr": 1e-2, "test_size": 256,
+         "eval_every": 50}
+
+
 def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--lengths", type=int, nargs="+", default=None,
-                      help="sequence lengths T (default: 100 200)")
-  parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
-  parser.add_argument("--steps", type=int, default=None,
-                      help="training-step budget per cell (default: 4000)")
-  parser.add_argument("--hidden", type=int, default=None, help="hidden size (default: 64)")
-  parser.add_argument("--batch-size", type=int, default=None, help="default: 32")
-  parser.add_argument("--lr", type=float, default=None,
-                      help="Adam learning rate (default: 3e-3)")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--lengths", type=int, nargs="+", default=[100, 200],
+                      help="sequence lengths T")
+  parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS),
+                      help="the cells to train")
+  parser.add_argument("--steps", type=int, default=4000, help="training-step budget per cell")
+  parser.add_argument("--hidden", type=int, default=64, help="hidden size")
+  parser.add_argument("--batch-size", type=int, default=32, help="sequences per step")
+  parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
   parser.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
-  parser.add_argument("--test-size", type=int, default=None, help="default: 1000")
-  parser.add_argument("--eval-every", type=int, default=None, help="default: 100")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--test-size", type=int, default=1000, help="held-out sequences")
+  parser.add_argument("--eval-every", type=int, default=100,
+                      help="steps between held-out evaluations")
+  parser.add_argument("--seed", type=int, default=0, help="seed of the data and the weights")
   parser.add_argument("--quick", action="store_true",
-                      help="a tiny run (T=10, hidden 16, 200 steps) for tests")
+                      help="a tiny run for tests (T=10, hidden 16, 200 steps, learning rate "
+                      "0.01, 256 test sequences, evaluated every 50 steps); options given "
+                      "still apply")
   parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
   args = parser.parse_args(argv)
-  quick = {"lengths": [10], "steps": 200, "hidden": 16, "batch_size": 32, "lr": 1e-2,
-           "test_size": 256, "eval_every": 50}
-  full = {"lengths": [100, 200], "steps": 4000, "hidden": 64, "batch_size": 32, "lr": 3e-3,
-          "test_size": 1000, "eval_every": 100}
-  for name, value in (quick if args.quick else full).items():
-    if getattr(args, name) is None:
-      setattr(args, name, value)
+  if args.quick:
+    parser.set_defaults(**QUICK)
+    args = parser.parse_args(argv)
   return args
 
 

@@ -328,30 +328,37 @@ def plot_losses(curves: dict, path: pathlib.Path) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def given_options(parser, args, positive=("steps", "hidden")) -> dict:
-  """The options set on the command line (``--quick`` aside); those named in
+def parse_config(parser, argv, full, quick, positive=("steps", "hidden")):
+  """The config the command line asks for. The options' defaults are the full
+  run's (``--help`` shows them); with ``--quick`` they are ``quick``'s, and
+  options given on the command line still apply. Those named in
   ``positive`` must be positive integers."""
-  given = {k: v for k, v in vars(args).items() if k != "quick" and v is not None}
+  args = parser.parse_args(argv)
+  if args.quick:
+    parser.set_defaults(**{name: getattr(quick, name) for name in vars(args) if name != "quick"})
+    args = parser.parse_args(argv)
+  given = {name: value for name, value in vars(args).items() if name != "quick"}
   for name in positive:
-    if given.get(name, 1) < 1:
+    if given[name] < 1:
       parser.error(f"--{name}: expected a positive integer, got {given[name]}")
-  return given
+  return dataclasses.replace(quick if args.quick else full, **given)
 
 
 def parse_args(argv) -> Config:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--steps", type=int, help=f"training steps per model (default {Config.steps})")
-  parser.add_argument("--hidden", type=int,
-                      help=f"hidden size of the unidirectional LSTM (default {Config.hidden}); "
-                      "the bidirectional one gets the size per direction that matches its "
-                      "parameter count")
-  parser.add_argument("--seed", type=int, help="seed of the initialisation and batch order (default 0)")
-  parser.add_argument("--out", help=f"where to write the loss plot (default {Config.out})")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--steps", type=int, default=Config.steps, help="training steps per model")
+  parser.add_argument("--hidden", type=int, default=Config.hidden,
+                      help="hidden size of the unidirectional LSTM; the bidirectional one gets "
+                      "the size per direction that matches its parameter count")
+  parser.add_argument("--seed", type=int, default=Config.seed,
+                      help="seed of the initialisation and batch order")
+  parser.add_argument("--out", default=Config.out, help="where to write the loss plot")
   parser.add_argument("--quick", action="store_true",
-                      help="a tiny run on a slice of the text, for tests (under a minute)")
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  return dataclasses.replace(config, **given_options(parser, args))
+                      help=f"a tiny run for tests, under a minute (--steps {QUICK.steps} "
+                      f"--hidden {QUICK.hidden}, embedding {QUICK.embed}, the first "
+                      f"{QUICK.max_chars:,} characters); options given still apply")
+  return parse_config(parser, argv, Config(), QUICK)
 
 
 def main(argv=None) -> dict:

@@ -193,24 +193,27 @@ def train(net, params, ids: np.ndarray, config: Config):
 
 
 def parse_args(argv) -> Config:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--steps", type=int, help=f"training steps (default {Config.steps})")
-  parser.add_argument("--hidden", type=int, help=f"hidden size per layer (default {Config.hidden})")
-  parser.add_argument("--cell", choices=("gru", "lstm"), help=f"cell (default {Config.cell})")
-  parser.add_argument("--prompt", help=f"text the sample starts from (default {Config.prompt!r})")
-  parser.add_argument("--temperature", type=float,
-                      help=f"sampling temperature, > 0 (default {Config.temperature})")
-  parser.add_argument("--seed", type=int, help="seed of the initialisation and the sample (default 0)")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--steps", type=int, default=Config.steps, help="training steps")
+  parser.add_argument("--hidden", type=int, default=Config.hidden, help="hidden size per layer")
+  parser.add_argument("--cell", choices=("gru", "lstm"), default=Config.cell, help="cell")
+  parser.add_argument("--prompt", default=Config.prompt,
+                      help="text the sample starts from (default: %(default)r)")
+  parser.add_argument("--temperature", type=float, default=Config.temperature,
+                      help="sampling temperature, > 0")
+  parser.add_argument("--seed", type=int, default=Config.seed,
+                      help="seed of the initialisation and the sample")
   parser.add_argument("--quick", action="store_true",
-                      help="a tiny run on a slice of the text, for tests (under a minute)")
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  given = capitalise.given_options(parser, args)
-  if given.get("temperature", 1.0) <= 0:
-    parser.error(f"--temperature: expected a positive number, got {given['temperature']}")
-  if given.get("prompt") == "":
+                      help=f"a tiny run for tests, under a minute (--steps {QUICK.steps} "
+                      f"--hidden {QUICK.hidden}, the first {QUICK.max_chars:,} characters); "
+                      "options given still apply")
+  config = capitalise.parse_config(parser, argv, Config(), QUICK)
+  if config.temperature <= 0:
+    parser.error(f"--temperature: expected a positive number, got {config.temperature}")
+  if config.prompt == "":
     parser.error("--prompt: expected at least one character")
-  return dataclasses.replace(config, **given)
+  return config
 
 
 def main(argv=None) -> dict:

@@ -28,24 +28,29 @@ import time
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument("--devices", type=int, default=None,
                       help="simulate this many CPU devices (sets XLA_FLAGS and "
-                           "JAX_PLATFORMS=cpu before JAX starts)")
-  parser.add_argument("--steps", type=int, default=300)
+                           "JAX_PLATFORMS=cpu before JAX starts); None: the devices JAX sees")
+  parser.add_argument("--steps", type=int, default=300, help="training steps")
   parser.add_argument("--batch", type=int, default=64,
                       help="global minibatch size, a multiple of the device count")
-  parser.add_argument("--log-every", type=int, default=20)
+  parser.add_argument("--log-every", type=int, default=20, help="steps between loss lines")
   parser.add_argument("--quick", action="store_true",
-                      help="5 steps, every one logged")
+                      help="5 steps, every one logged (options given still apply)")
   parser.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() first")
-  parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
-  parser.add_argument("--num-processes", type=int, default=None)
-  parser.add_argument("--process-id", type=int, default=None)
+  parser.add_argument("--coordinator", default=None,
+                      help="HOST:PORT of process 0; None: detected from the cluster")
+  parser.add_argument("--num-processes", type=int, default=None,
+                      help="None: detected from the cluster")
+  parser.add_argument("--process-id", type=int, default=None,
+                      help="None: detected from the cluster")
   args = parser.parse_args(argv)
   if args.quick:
-    args.steps, args.log_every = 5, 1
+    parser.set_defaults(steps=5, log_every=1)
+    args = parser.parse_args(argv)
   return args
 
 

@@ -51,10 +51,12 @@ def cross_entropy(model, xs, labels, key=None):
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-  parser.add_argument("--hidden", type=int, default=32)
-  parser.add_argument("--seed", type=int, default=0)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--steps", type=int, default=300, help="training steps")
+  parser.add_argument("--hidden", type=int, default=32, help="hidden size")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the split, the weights and the batches")
   args = parser.parse_args(argv)
 
   digits = load_digits()

@@ -56,10 +56,11 @@ def loss_fn(model, params, ids, labels, lengths):
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--steps", type=int, default=300, help="training steps")
   parser.add_argument("--hidden", type=int, default=32, help="LSTM size per direction")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
   args = parser.parse_args(argv)
   config = capitalise.Config(steps=args.steps, batch_size=32, max_length=128,
                              pad_multiple=64, seed=args.seed)

@@ -9,6 +9,8 @@ back to a torch module with `jaxrnn.interop.to_torch`.
 Run: ``python examples/from_torch.py``
 """
 
+import argparse
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,5 +87,12 @@ def main():
   print("back in torch:", trained)
 
 
+def parse_args(argv=None):
+  """The command line: no options (``--help`` describes the script)."""
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
+  parse_args()
   main()

@@ -119,26 +119,30 @@ def train_one(setting, *, cell, hidden, steps, batch_size, learning_rate, data, 
   }
 
 
+# The quick run's option values (the full run's are the options' defaults).
+QUICK = {"settings": ["rows"], "steps": 150, "hidden": 32}
+
+
 def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None,
-                      help="rows (T=8) and/or pixels (T=64); default: both")
-  parser.add_argument("--steps", type=int, default=None, help="training steps (default: 1500)")
-  parser.add_argument("--cell", choices=list(CELLS), default="gru")
-  parser.add_argument("--hidden", type=int, default=None, help="hidden size (default: 64)")
-  parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--lr", type=float, default=None,
-                      help="initial Adam learning rate (default: 1e-2)")
-  parser.add_argument("--seed", type=int, default=0)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                      help="rows (T=8) and/or pixels (T=64)")
+  parser.add_argument("--steps", type=int, default=1500, help="training steps")
+  parser.add_argument("--cell", choices=list(CELLS), default="gru", help="the cell")
+  parser.add_argument("--hidden", type=int, default=64, help="hidden size")
+  parser.add_argument("--batch-size", type=int, default=64, help="images per step")
+  parser.add_argument("--lr", type=float, default=1e-2, help="initial Adam learning rate")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the split, the weights and the batches")
   parser.add_argument("--quick", action="store_true",
-                      help="a tiny run (rows only, 150 steps) for tests")
+                      help="a tiny run for tests (rows only, hidden 32, 150 steps); options "
+                      "given still apply")
   parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
   args = parser.parse_args(argv)
-  quick = {"settings": ["rows"], "steps": 150, "hidden": 32, "lr": 1e-2}
-  full = {"settings": list(SETTINGS), "steps": 1500, "hidden": 64, "lr": 1e-2}
-  for name, value in (quick if args.quick else full).items():
-    if getattr(args, name) is None:
-      setattr(args, name, value)
+  if args.quick:
+    parser.set_defaults(**QUICK)
+    args = parser.parse_args(argv)
   return args
 
 

@@ -7,7 +7,7 @@ minibatch have different lengths; padding holds junk that must not matter.
 Run: python examples/train_running_mean.py [num_steps]
 """
 
-import sys
+import argparse
 
 import jax
 import jax.numpy as jnp
@@ -68,5 +68,12 @@ def main(num_steps: int = 400) -> tuple[float, float]:
   return first, last
 
 
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("num_steps", type=int, nargs="?", default=400, help="training steps")
+  return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-  main(int(sys.argv[1]) if len(sys.argv) > 1 else 400)
+  main(parse_args().num_steps)

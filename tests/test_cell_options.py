@@ -124,7 +124,6 @@ def test_options_are_recorded_and_differentiated_by_jax():
   for options_cell in (cell, jaxrnn.gru(H, layer_norm=True)):
     product = hooks_of(options_cell).product
     assert product is not None and product.tangent is None
-    jaxrnn.rnn(options_cell, fused_vjp=True)  # has a fused path: no error
 
 
 def test_bad_options_and_params_raise():

@@ -1,4 +1,8 @@
-"""Checkpoints: bit-exact round trips, optax states, resuming, errors, pruning."""
+"""Checkpoints: bit-exact round trips, optax states, resuming, parts, errors, pruning.
+
+Every test writes small trees: what a checkpoint does never depends on the size of
+an array, and each compiled program costs more than all the file work here.
+"""
 
 import json
 import os
@@ -78,8 +82,8 @@ def test_round_trip_is_bit_exact(tmp_path):
   assert isinstance(restored["carry"], jaxrnn.LSTMState)
   assert restored["bf16"].dtype == jnp.bfloat16
   # Restored keys work as keys.
-  np.testing.assert_array_equal(jax.random.normal(restored["key"], (3,)),
-                                jax.random.normal(jax.random.key(42), (3,)))
+  np.testing.assert_array_equal(jax.random.bits(restored["key"], (3,)),
+                                jax.random.bits(jax.random.key(42), (3,)))
 
 
 def test_float64_round_trip(x64, tmp_path):
@@ -99,14 +103,21 @@ def test_like_may_be_shape_dtype_structs(tmp_path):
   assert_bit_exact(restored, tree)
 
 
-def test_optax_adam_state(tmp_path):
+@pytest.fixture(scope="module")
+def adam_run():
+  """Params and a clipped AdamW state after 3 updates (one compiled update)."""
   params = elman_params(1)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2))
   state = optimizer.init(params)
-  grads = jax.tree.map(jnp.ones_like, params)
   update = jax.jit(optimizer.update)
-  for _ in range(3):
+  for k in range(3):
+    grads = jax.tree.map(lambda p: jnp.full_like(p, k + 1.0), params)
     _, state = update(grads, state, params)
+  return params, optimizer, state
+
+
+def test_optax_adam_state(tmp_path, adam_run):
+  params, optimizer, state = adam_run
   jaxrnn.save_checkpoint(tmp_path, 3, (params, state))
   like = (params, optimizer.init(params))
   (p2, s2), _ = jaxrnn.restore_checkpoint(tmp_path, like)
@@ -362,17 +373,10 @@ def test_no_earlier_step_and_a_chosen_step(tmp_path):
     jaxrnn.restore_checkpoint(tmp_path, like, step=2)
 
 
-def test_orbax_round_trip(tmp_path):
+def test_orbax_round_trip(tmp_path, adam_run):
   """Params, an optax state and PRNG keys through orbax, bit for bit."""
   ocp = pytest.importorskip("orbax.checkpoint")
-  net = jaxrnn.stack(jaxrnn.bidirectional(jaxrnn.lstm(8), jaxrnn.gru(8)), jaxrnn.readout(3))
-  params = net.init_params(jax.random.key(0), 4)
-  optimizer = optax.adam(1e-2)
-  opt_state = optimizer.init(params)
-  grads = jax.tree.map(jnp.ones_like, params)
-  for _ in range(2):
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+  params, _, opt_state = adam_run
   state = {"params": params, "opt_state": opt_state,
            "key": jax.random.key(7), "rbg_key": jax.random.key(8, impl="rbg")}
   checkpointer = ocp.StandardCheckpointer()
@@ -390,9 +394,10 @@ def test_orbax_round_trip(tmp_path):
   restored.update({k: jax.random.wrap_key_data(restored[k], impl=impl)
                    for k, impl in impls.items()})
   assert_bit_exact(restored, state)
-  assert isinstance(restored["params"][0], jaxrnn.BidirectionalParams)
-  np.testing.assert_array_equal(jax.random.normal(restored["rbg_key"], (3,)),
-                                jax.random.normal(state["rbg_key"], (3,)))
+  assert isinstance(restored["params"], jaxrnn.ElmanParams)
+  assert int(restored["opt_state"][1][0].count) == 3
+  np.testing.assert_array_equal(jax.random.bits(restored["rbg_key"], (3,)),
+                                jax.random.bits(state["rbg_key"], (3,)))
 
 
 def test_step_may_be_an_array_and_directory_is_created(tmp_path):
@@ -401,3 +406,105 @@ def test_step_may_be_an_array_and_directory_is_created(tmp_path):
   restored, step = jaxrnn.restore_checkpoint(directory, {"x": np.zeros(3, np.int64)})
   assert step == 12 and isinstance(restored["x"], np.ndarray)
   np.testing.assert_array_equal(restored["x"], [0, 1, 2])
+
+
+# ---------------------------------------------------------------------------
+# Restoring a part: e.g. the params of a checkpoint of {params, opt_state}.
+
+
+def saved_train_state(directory, adam_run):
+  """Step 3 of {params, opt_state, step}; returns the saved tree."""
+  params, _, opt_state = adam_run
+  state = {"params": params, "opt_state": opt_state, "step": 3}
+  jaxrnn.save_checkpoint(directory, 3, state)
+  return state
+
+
+def test_restore_a_part(tmp_path, adam_run):
+  state = saved_train_state(tmp_path, adam_run)
+  params = state["params"]
+  # The params alone, into fresh params, their shapes or NumPy arrays.
+  for like in (elman_params(9), jax.eval_shape(lambda: params)):
+    restored, step = jaxrnn.restore_checkpoint(tmp_path, like, part="['params']")
+    assert step == 3 and isinstance(restored, jaxrnn.ElmanParams)
+    assert_bit_exact(restored, params)
+  as_numpy, _ = jaxrnn.restore_checkpoint(tmp_path, jax.tree.map(np.asarray, params),
+                                          part="['params']")
+  assert all(isinstance(leaf, np.ndarray) for leaf in as_numpy)
+  assert_bit_exact(jax.tree.map(jnp.asarray, as_numpy), params)
+  # A deeper part (Adam's mu, structured like the params) and one leaf.
+  mu, _ = jaxrnn.restore_checkpoint(tmp_path, params, part="['opt_state'][1][0].mu")
+  assert_bit_exact(mu, state["opt_state"][1][0].mu)
+  assert not np.array_equal(mu.W_x, params.W_x)
+  w, _ = jaxrnn.restore_checkpoint(tmp_path, np.zeros((2, 3), np.float32),
+                                   part="['params'].W_x")
+  assert_bit_exact(w, np.asarray(params.W_x))
+  count, _ = jaxrnn.restore_checkpoint(tmp_path, 0, part="['step']")
+  assert count == 3 and isinstance(count, int)
+
+
+def test_restoring_a_part_that_is_not_there(tmp_path, adam_run):
+  state = saved_train_state(tmp_path, adam_run)
+  params = state["params"]
+  parts = "['opt_state'], ['params'], ['step'] or a path below them"
+  for part in ("['parms']", "['params'].W", "['params']['W_x']", ""):  # .W is not .W_x
+    with pytest.raises(ValueError, match="^" + re.escape(
+        f"part: expected the key path of a subtree of the checkpoint of step 3 ({parts}), "
+        f"got {part!r}") + "$"):
+      jaxrnn.restore_checkpoint(tmp_path, params, part=part)
+  with pytest.raises(TypeError, match="^" + re.escape(
+      "part: expected the key path of a subtree as a str, e.g. \"['params']\", got int 0") + "$"):
+    jaxrnn.restore_checkpoint(tmp_path, params, part=0)
+  # The part is there, but like is not structured like it.
+  under = "the checkpoint of step 3 under ['params']"
+  with pytest.raises(ValueError, match="^" + re.escape(
+      f"like: {under} holds leaf ['params'].W_h that like does not have (3 extra); like must "
+      "hold every leaf of the part") + "$"):
+    jaxrnn.restore_checkpoint(tmp_path, jaxrnn.ElmanParams(params.W_x, None, None, None),
+                              part="['params']")
+  with pytest.raises(ValueError, match="^" + re.escape(
+      f"like: leaf ['params']['W_x'] is not in {under} (1 missing; it holds "
+      "[\"['params'].W_h\", \"['params'].W_x\", \"['params'].b_h\", \"['params'].b_x\"])")
+      + "$"):
+    jaxrnn.restore_checkpoint(tmp_path, {"W_x": params.W_x}, part="['params']")
+  with pytest.raises(ValueError, match="^" + re.escape(
+      "like: leaf ['params'].W_x has shape (2, 4) but the checkpoint of step 3 holds shape "
+      "(2, 3)") + "$"):
+    jaxrnn.restore_checkpoint(tmp_path, elman_params(0, hidden_size=4), part="['params']")
+
+
+def test_a_like_that_is_a_part_says_which(tmp_path, adam_run):
+  """Without part=, the params alone as like: the message names the parts they
+  match (Adam's mu and nu too: a part is named, never guessed)."""
+  state = saved_train_state(tmp_path, adam_run)
+  held = ", ".join(f'"{p}"' for p in [
+      "['opt_state'][1][0].count", "['opt_state'][1][0].mu.W_h", "['opt_state'][1][0].mu.W_x",
+      "['opt_state'][1][0].mu.b_h", "['opt_state'][1][0].mu.b_x", "['opt_state'][1][0].nu.W_h",
+      "['opt_state'][1][0].nu.W_x", "['opt_state'][1][0].nu.b_h"])
+  with pytest.raises(ValueError, match="^" + re.escape(
+      f"like: leaf .W_x is not in the checkpoint of step 3 (4 missing; it holds [{held}] ...); "
+      "like matches the parts ['params'], ['opt_state'][1][0].mu, ['opt_state'][1][0].nu of "
+      "the checkpoint: pass part= the one to restore, e.g. part=\"['params']\"") + "$"):
+    jaxrnn.restore_checkpoint(tmp_path, state["params"])
+  # The report of the issue: like holds the params under their key, and no more.
+  with pytest.raises(ValueError, match="^" + re.escape(
+      "like: the checkpoint of step 3 holds leaf ['opt_state'][1][0].count that like does not "
+      "have (10 extra); restore into a like tree with the saved structure, or pass part= the "
+      "key path of one subtree (['opt_state'], ['params'], ['step'] or a path below them) with "
+      "a like tree structured as that subtree") + "$"):
+    jaxrnn.restore_checkpoint(tmp_path, {"params": state["params"]})
+  # One match: part= is given as it is to pass.
+  jaxrnn.save_checkpoint(tmp_path, 4, {"params": state["params"], "step": 4})
+  with pytest.raises(ValueError, match=re.escape(
+      "; like matches the part ['params'] of the checkpoint: pass part=\"['params']\"") + "$"):
+    jaxrnn.restore_checkpoint(tmp_path, state["params"])
+
+
+def test_a_damaged_file_names_itself_when_a_part_is_asked_for(tmp_path):
+  path, like = three_steps(tmp_path)
+  path.write_bytes(path.read_bytes()[:200])
+  with pytest.raises(ValueError, match=unreadable(path, r"is truncated or damaged \(")):
+    jaxrnn.restore_checkpoint(tmp_path, like["params"], part="['params']")
+  restored, step = jaxrnn.restore_checkpoint(tmp_path, like["params"], step=2, part="['params']")
+  assert step == 2
+  assert_bit_exact(restored, elman_params(2))

@@ -42,7 +42,8 @@ APPLY = {"rnn": r"rnn\.apply", "bidirectional": r"rnn\.apply", "stack": r"rnn\.a
 VMAP_HINT = (r"apply works on ONE sequence: for a minibatch use "
              r"jax\.vmap\(layer\.apply, in_axes=\(None, 0\)\) \(and vmap `length` too\)")
 ONE_EXAMPLE = r"; a carry is for ONE example \(vmap for a minibatch\)"
-ANOTHER = r"; were these params made by another cell or layer\?"
+ANOTHER_TEXT = "; were these params made by another cell or layer?"
+ANOTHER = re.escape(ANOTHER_TEXT)
 
 
 # ---------------------------------------------------------------------------
@@ -127,6 +128,61 @@ def test_bad_length(name):
 
 
 # ---------------------------------------------------------------------------
+# Dropout keys: one per sequence.
+
+
+@pytest.mark.parametrize("name", ["rnn", "stack"])
+def test_dropout_keys_one_per_sequence(name):
+  """jax.vmap maps keyword arguments over their axis 0: each sequence of a
+  minibatch needs its own key, ``jax.random.split(key, B)``."""
+  rnn = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=0.25)
+  layer = rnn if name == "rnn" else jaxrnn.stack(rnn, jaxrnn.readout(2), dropout=0.5)
+  params = _abstract_params(layer)
+  xs = jnp.ones((2, T, D))
+
+  def batched(key):
+    return jax.eval_shape(
+        lambda p, x: jax.vmap(layer.apply, in_axes=(None, 0))(p, x, key=key), params, xs)
+
+  batched(jax.random.split(jax.random.key(0), 2))  # one key per sequence traces
+  batched(jax.random.split(jax.random.PRNGKey(0), 2))
+  # A raw key not split: vmap gives each of the 2 sequences one uint32 word.
+  with pytest.raises(ValueError, match=whole(
+      "key: expected ONE raw uint32 PRNG key (shape (2,)), got shape () (under jax.vmap, a "
+      "raw key that was not split reaches each example as one uint32 word); for a minibatch "
+      "pass jax.random.split(key, B) through jax.vmap")):
+    batched(jax.random.PRNGKey(0))
+  # The minibatch's keys given to ONE sequence, typed and raw.
+  for keys, want in ((jax.random.split(jax.random.key(0), 2), "PRNG key (shape ()), got shape "
+                      "(2,)"), (jax.random.split(jax.random.PRNGKey(0), 2),
+                                "raw uint32 PRNG key (shape (2,)), got shape (2, 2)")):
+    with pytest.raises(ValueError, match=whole(
+        f"key: expected ONE {want}; for a minibatch pass jax.random.split(key, B) through "
+        "jax.vmap")):
+      _trace(layer, params, xs[0], key=keys)
+  with pytest.raises(TypeError, match=whole(
+      "key: expected a PRNG key from jax.random.key (or a raw uint32 key of shape (2,)), got "
+      "an array of shape (2,) and dtype int32")):
+    _trace(layer, params, xs[0], key=jnp.zeros(2, jnp.int32))
+
+
+def test_an_unsplit_typed_key_fails_inside_jax_vmap():
+  """A typed key (shape ()) given to jax.vmap as a keyword argument fails in
+  jax.vmap itself, before the function runs: no layer can see it (the page
+  on layers quotes this error)."""
+  calls = []
+
+  def apply(params, xs, *, key=None):
+    calls.append(key)
+    return xs
+
+  with pytest.raises(ValueError, match=r"^vmap was requested to map its argument along axis 0, "
+                     r"which implies that its rank should be at least 1, but is only 0"):
+    jax.vmap(apply, in_axes=(None, 0))(None, jnp.ones((2, T, D)), key=jax.random.key(0))
+  assert calls == []
+
+
+# ---------------------------------------------------------------------------
 # Params.
 
 
@@ -159,18 +215,79 @@ def test_params_of_another_cell():
     _trace(lstm_layer, {"W_x": jnp.ones((D, 4 * H))}, xs)
 
 
+def whole(message):
+  """A pattern for exactly ``message`` (and JAX's note on traceback filtering)."""
+  return "^" + re.escape(message) + END
+
+
 def test_params_of_another_layer():
   stack = ref.stack_layer()
   params = _abstract_params(stack)
   xs = jnp.ones((T, D))
-  entries = r"^params: stack of 4 layers expects a tuple of 4 entries, got {} entries" + END
-  with pytest.raises(TypeError, match=entries.format(3)):
+  entries = "params: stack of 4 layers expects a tuple of 4 entries, got {}"
+  with pytest.raises(TypeError, match=whole(entries.format("3 entries"))):
     _trace(stack, params[:3], xs)
-  with pytest.raises(TypeError, match=entries.format(9)):  # an LSTMParams: 9 fields
+  # One layer's params (a NamedTuple is never a stack's tuple), by type.
+  with pytest.raises(TypeError, match=whole(entries.format("LSTMParams with 9 fields"))):
     _trace(stack, params[0], xs)
+  with pytest.raises(TypeError, match=whole(entries.format("dict"))):
+    _trace(stack, {"layers": params}, xs)
+  with pytest.raises(TypeError, match=whole(
+      "carry: stack of 4 layers expects a tuple of 4 entries, got LSTMState with 2 fields")):
+    _trace(stack, params, xs, carry=jaxrnn.LSTMState(jnp.zeros(H), jnp.zeros(H)))
+  # A stack of 2 layers given one cell's params: the numbers differ, the type is named.
+  pair = jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(H)), jaxrnn.readout(2))
+  with pytest.raises(TypeError, match=whole(
+      "params: stack of 2 layers expects a tuple of 2 entries, got LSTMParams with 9 fields")):
+    _trace(pair, params[0], xs)
+  # ... also where the count matches: a NamedTuple of 2 fields is not 2 layers' entries.
+  bidir_params = _abstract_params(ref.bidirectional_layer())
+  with pytest.raises(TypeError, match=whole(
+      "params: stack of 2 layers expects a tuple of 2 entries, got BidirectionalParams with 2 "
+      "fields")):
+    _trace(pair, bidir_params, xs)
+  with pytest.raises(TypeError, match=whole(
+      "carry: stack of 2 layers expects a tuple of 2 entries, got LSTMState with 2 fields")):
+    _trace(pair, _abstract_params(pair), xs, carry=jaxrnn.rnn(jaxrnn.lstm(H)).init_carry())
   with pytest.raises(TypeError, match=rf"^params: lstm\(hidden_size=4\) expects LSTMParams, "
                      rf"got tuple{ANOTHER}{END}"):
     _trace(jaxrnn.rnn(jaxrnn.lstm(H)), params, xs)
+
+
+def test_errors_inside_a_stack_name_the_layer():
+  """From layer 1 on, a layer's inputs are the outputs of the layer before: an
+  error there names the layer (layer 0 reads the stack's own arguments)."""
+  stack = ref.stack_layer()  # lstm(proj 2) -> bidirectional(gru, elman) -> gru -> readout
+  params = _abstract_params(stack)
+  xs = jnp.ones((T, D))
+  # Layer 1's params made for the stack's input size (3), not layer 0's output (2).
+  wrong = (params[0], _abstract_params(ref.bidirectional_layer(), D)) + params[2:]
+  with pytest.raises(ValueError, match=whole(
+      "layers[1] (bidirectional): xs: rnn.apply expects shape (T, 3) to match its params' "
+      "input_size=3, got shape (5, 2)")):
+    _trace(stack, wrong, xs)
+  lstm_params = _abstract_params(jaxrnn.rnn(jaxrnn.lstm(H)), 2 * H)  # the right input size
+  with pytest.raises(TypeError, match=whole(
+      "layers[2] (rnn): params: gru(hidden_size=4) expects GRUParams, got LSTMParams"
+      + ANOTHER_TEXT)):
+    _trace(stack, params[:2] + (lstm_params,) + params[3:], xs)
+  # Nested stacks name every level; a user layer (no config) is named as one.
+  user = jaxrnn.Layer(lambda k, n, dtype=None: jnp.ones((n, 2)),
+                      lambda p, x, length=None, carry=None: (x @ p, ()), lambda dtype=None: ())
+  outer = jaxrnn.stack(jaxrnn.readout(2), jaxrnn.stack(user, jaxrnn.rnn(jaxrnn.gru(H))), user)
+  nested = _abstract_params(outer)
+  bad_gru = _abstract_params(jaxrnn.rnn(jaxrnn.gru(H)), D)
+  with pytest.raises(ValueError, match=whole(
+      "layers[1] (stack): layers[1] (rnn): xs: rnn.apply expects shape (T, 3) to match its "
+      "params' input_size=3, got shape (5, 2)")):
+    _trace(outer, (nested[0], (nested[1][0], bad_gru), nested[2]), xs)
+  with pytest.raises(TypeError, match=r"^layers\[2\] \(user layer\): "):
+    _trace(outer, nested[:2] + (jnp.ones((5, 2)),), xs)
+  # Layer 0's errors are about the stack's own arguments and read as such.
+  with pytest.raises(TypeError, match=whole(
+      "params: lstm(hidden_size=4, proj_size=2) expects LSTMParams, got GRUParams"
+      + ANOTHER_TEXT)):
+    _trace(stack, (_abstract_params(jaxrnn.rnn(jaxrnn.gru(H))),) + params[1:], xs)
 
 
 @pytest.mark.parametrize("make", [
@@ -274,8 +391,8 @@ def test_bad_carry_bidirectional_stack_readout():
   with pytest.raises(TypeError, match=rf"^carry: stack of 4 layers expects a tuple of 4 "
                      rf"entries, got 2 entries{END}"):
     _trace(stack, s_params, xs, carry=s_carry[:2])
-  with pytest.raises(ValueError, match=rf"^carry: rnn\.apply expects leaves of shape \(4,\), "
-                     rf"got \(1,\){ONE_EXAMPLE}{END}"):
+  with pytest.raises(ValueError, match=rf"^layers\[2\] \(rnn\): carry: rnn\.apply expects "
+                     rf"leaves of shape \(4,\), got \(1,\){ONE_EXAMPLE}{END}"):
     _trace(stack, s_params, xs, carry=(s_carry[0], s_carry[1], jnp.zeros(1), ()))
   head = jaxrnn.readout(2)
   with pytest.raises(TypeError, match=rf"^carry: readout\(output_size=2\) is stateless and "
@@ -354,19 +471,6 @@ def test_bad_sizes_and_options():
     jaxrnn.rnn(jaxrnn.gru(H), remat=0)
   with pytest.raises(ValueError, match=positive.format("unroll", -1)):
     jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), unroll=-1)
-  # No fused path to force for these cells.
-  elman = jaxrnn.elman(H)
-  user_cell = jaxrnn.Cell(elman.init_params, elman.init_carry,
-                          lambda p, c, x: elman.cell_apply(p, c, x))
-  for cell in (jaxrnn.gru(H, reset_after=False), jaxrnn.mgu(H), jaxrnn.min_gru(H), user_cell):
-    with pytest.raises(ValueError, match=r"^fused_vjp: this cell has no fused path \(user "
-                       r"cells, mgu, gru\(reset_after=False\) and the linear cells\); pass "
-                       r"fused_vjp=None or False$"):
-      jaxrnn.rnn(cell, fused_vjp=True)
-  # Every cell with one recurrent product has one, with or without a
-  # hand-written tangent.
-  for cell in (jaxrnn.lstm(H, proj_size=P), jaxrnn.elman(H, activation=jnp.sin)):
-    jaxrnn.rnn(cell, fused_vjp=True)
 
 
 def test_sequence_loss_bad_arguments():

@@ -1,6 +1,32 @@
-"""Gradients: finite differences in float64, and every option (method,
-remat, unroll) against the plain path, with lengths and junk padding;
-forward mode and second derivatives against finite differences."""
+"""Gradients, JVPs and Hessians in float64 against finite differences.
+
+Two kinds of program, each compiled once and probed with many data values:
+
+* `GRADIENT_CASES`: one program per cell (and for a bidirectional layer and
+  a stack) that returns the loss, outputs and gradients of several layers
+  at once: each pairs a mode (the options below) with a direction. Every
+  gradient matches central differences of its own loss along random
+  directions, with lengths 0, 3 (NaN in the padding, which gets exactly
+  zero gradient) and T, from a random carry; every other mode matches the
+  default path of the same direction to 1e-10.
+* `SECOND_ORDER`: one program per layer with `jax.jvp` along a random
+  direction of (params, xs, carry) and `jax.hessian` with respect to (xs,
+  carry), against central differences of the float64 NumPy reference, and
+  the Hessian against differences of the program's own gradient.
+
+The modes and directions are chosen pairwise, not multiplied out. Reverse,
+remat and ``method="reference"`` are the engine's, the same code for every
+cell, so each (cell, mode), (cell, direction) and (mode, direction) pair is
+checked at least once: the default path of every cell (both directions for
+one cell of each family and for the two cells without a hand-written
+tangent, one direction for the variants whose difference lies inside the
+cell: activation, bias), the reference path beside it for one cell of each
+family, and remat on the fused path (chunks of sqrt(T) and of 3 with
+unroll 2) and on the reference path. The hand-written tangents themselves
+are checked to 1e-12 against `jax.jvp` in test_cells.py, and every
+transformation of the default layers against the reference path to 1e-8
+in test_transformations.py.
+"""
 
 import functools
 
@@ -11,13 +37,34 @@ import pytest
 
 import jaxrnn
 import reference as ref
-from reference import CASES, D, H, T
+from reference import D, H, T
 
 tree_leaves = jax.tree_util.tree_leaves
 tree_map = jax.tree_util.tree_map
 
-# The plain path: autodiff through the reference scan, no remat, unroll 1.
-PLAIN = dict(method="reference", unroll=1)
+MODES = {
+    "default": dict(unroll=1),  # the fused path where the cell has one
+    "reference": dict(method="reference", unroll=1),  # autodiff of the masked scan
+    "remat": dict(remat=True),  # chunks of sqrt(T) steps, the backend's unroll
+    "remat3_unroll2": dict(remat=3, unroll=2, method="sequential"),
+    "remat2_reference": dict(remat=2, method="reference"),
+}
+FORWARD, REVERSE = "forward", "reverse"
+BOTH = (FORWARD, REVERSE)
+
+# {case: {mode: directions}}; see the module docstring for the choice.
+GRADIENT_CASES = {
+    "elman_tanh": {"default": BOTH, "remat2_reference": (REVERSE,)},
+    "elman_relu": {"default": (REVERSE,)},
+    "elman_callable": {"default": (FORWARD,)},
+    "lstm": {"default": BOTH, "reference": (FORWARD,), "remat": (REVERSE,)},
+    "lstm_proj": {"default": BOTH, "reference": (REVERSE,)},
+    "lstm_nobias": {"default": (REVERSE,)},
+    "gru": {"default": BOTH, "reference": (REVERSE,), "remat3_unroll2": (FORWARD,)},
+    "gru_before": {"default": BOTH},  # its default path is the reference
+    "gru_nobias": {"default": (FORWARD,)},
+}
+assert sorted(GRADIENT_CASES) == sorted(ref.CASE_IDS)
 
 
 def _weights(shape, dtype):
@@ -26,319 +73,235 @@ def _weights(shape, dtype):
   return jnp.cos(1.0 + jnp.arange(n, dtype=dtype)).reshape(shape)
 
 
-def _loss_fn(layers):
-  """A scalar loss of every layer's outputs AND final carry, summed."""
-
-  def loss(params, xs, carry, length):
-    total = 0.0
-    for layer in layers:
-      ys, out = layer.apply(params, xs, length=length, carry=carry)
-      total = total + jnp.sum(jnp.sin(ys) * _weights(ys.shape, ys.dtype))
-      for leaf in tree_leaves(out):
-        total = total + jnp.sum(jnp.tanh(leaf) * _weights(leaf.shape, leaf.dtype))
-    return total
-
-  return loss
+def _loss(layer, params, xs, carry, length):
+  """A scalar of the outputs AND the final carry; returns (loss, outputs)."""
+  ys, out = layer.apply(params, xs, length=length, carry=carry)
+  total = jnp.sum(jnp.sin(ys) * _weights(ys.shape, ys.dtype))
+  for leaf in tree_leaves(out):
+    total = total + jnp.sum(jnp.tanh(leaf) * _weights(leaf.shape, leaf.dtype))
+  return total, (ys, out)
 
 
-def _rnn_layers(cell, **options):
-  return (jaxrnn.rnn(cell, **options), jaxrnn.rnn(cell, reverse=True, **options))
+def _gradient_program(layers):
+  """``f(params, xs, carry, length) -> {name: ((loss, outputs), grads)}``,
+  one jitted program for every layer of ``layers`` ({name: layer})."""
+  value_and_grads = {
+      name: jax.value_and_grad(functools.partial(_loss, layer), argnums=(0, 1, 2),
+                               has_aux=True)
+      for name, layer in layers.items()}
+  return jax.jit(lambda *args: {name: vg(*args) for name, vg in value_and_grads.items()})
 
 
-def _tree_dot(a, b):
-  return sum(jnp.vdot(x, y) for x, y in zip(tree_leaves(a), tree_leaves(b)))
+def _numpy(tree):
+  return tree_map(lambda a: np.asarray(a, np.float64), tree)
 
 
 def _axpy(alpha, v, x):
   return tree_map(lambda vi, xi: xi + alpha * vi, v, x)
 
 
-def _check_against_finite_differences(value_and_grad, args, length, seed):
-  """Directional derivatives of ``value_and_grad(*args, length)`` (float64)
-  against central differences; returns the gradients."""
-  value, grads = value_and_grad(*args, length)
-  for g in tree_leaves(grads):
-    assert g.dtype == jnp.float64
-    assert np.all(np.isfinite(g))
-  assert any(np.any(g != 0) for g in tree_leaves(grads))
+def _tree_dot(a, b):
+  return sum(float(np.vdot(x, y)) for x, y in zip(tree_leaves(a), tree_leaves(b)))
+
+
+def _check_gradients(layers, seed, compare_with=None):
+  """Every layer's gradients against central differences of its loss, for
+  lengths 0, 3 and T; with ``compare_with`` ({name: other name}) its loss,
+  outputs and gradients also against the other's to 1e-10."""
+  program = _gradient_program(layers)
+  first = next(iter(layers.values()))
+  params = ref.random_params(first, seed)
+  xs = np.asarray(ref.random_xs(seed + 1, dtype=np.float64))
+  carry = ref.random_like(first.init_carry(), seed + 2)
+  args = _numpy((params, xs, carry))
+  for leaf in tree_leaves(args):
+    assert leaf.dtype == np.float64
   eps = 1e-6
-  for k in range(3):
-    v = ref.random_like(args, seed + k, scale=1.0)
-    plus, _ = value_and_grad(*_axpy(eps, v, args), length)
-    minus, _ = value_and_grad(*_axpy(-eps, v, args), length)
-    fd = (float(plus) - float(minus)) / (2 * eps)
-    analytic = float(_tree_dot(grads, v))
-    np.testing.assert_allclose(analytic, fd, rtol=1e-6, atol=1e-8,
-                               err_msg=f"direction {k}")
-  return grads
+  for length in (0, 3, T):
+    p, x, c = args
+    x = x.copy()
+    x[length:] = np.nan  # junk in the padding: never read
+    results = _numpy(program(p, x, c, length))
+    rng = np.random.default_rng(seed + length)
+    directions = [tree_map(lambda a: rng.standard_normal(np.shape(a)), (p, xs, c))
+                  for _ in range(3)]
+    moved = [(_numpy(program(*_axpy(eps, v, (p, x, c)), length)),
+              _numpy(program(*_axpy(-eps, v, (p, x, c)), length))) for v in directions]
+    for name, ((value, outputs), grads) in results.items():
+      msg = f"{name}, length={length}"
+      assert np.all(np.isfinite(value)), msg
+      for g in tree_leaves((outputs, grads)):
+        assert np.all(np.isfinite(g)), msg
+      assert any(np.any(g != 0) for g in tree_leaves(grads)), msg
+      np.testing.assert_array_equal(grads[1][length:], 0, err_msg=msg)  # the padding
+      np.testing.assert_array_equal(outputs[0][length:], 0, err_msg=msg)
+      for k, (v, (plus, minus)) in enumerate(zip(directions, moved)):
+        fd = (plus[name][0][0] - minus[name][0][0]) / (2 * eps)
+        np.testing.assert_allclose(_tree_dot(grads, v), fd, rtol=1e-6, atol=1e-8,
+                                   err_msg=f"{msg}, direction {k}")
+    for name, other in (compare_with or {}).items():
+      ref.assert_tree_close(results[name], results[other], rtol=1e-10, atol=1e-10,
+                            err_msg=f"{name} against {other}, length={length}")
 
 
-def _fd_data(layer, seed):
-  params = ref.random_params(layer, seed)
-  xs = np.array(ref.random_xs(seed + 1, dtype=np.float64))
-  xs[3:] = 7.0  # junk in the padding of length 3
-  carry = ref.random_like(layer.init_carry(), seed + 2)
-  return params, jnp.asarray(xs), carry
-
-
-def _check_modes(make_layers, modes, seed):
-  """For every option set in ``modes``: gradients match finite differences,
-  and outputs and gradients match those of the first mode to 1e-10."""
-  first = None
-  for name, options in modes.items():
-    layers = make_layers(**options)
-    loss = _loss_fn(layers)
-
-    def with_outputs(params, xs, carry, length, layers=layers, loss=loss):
-      outs = [layer.apply(params, xs, length=length, carry=carry) for layer in layers]
-      return loss(params, xs, carry, length), outs
-
-    value_and_grad = jax.jit(jax.value_and_grad(with_outputs, argnums=(0, 1, 2),
-                                                has_aux=True))
-    if first is None:
-      args = _fd_data(layers[0], seed)
-      for leaf in tree_leaves(args):
-        assert leaf.dtype == jnp.float64
-    results = {}
-    for length in (3, T):
-      def vg(*a, vg=value_and_grad):
-        (value, _), grads = vg(*a)
-        return value, grads
-      grads = _check_against_finite_differences(vg, args, length, seed + 10)
-      (_, outs), _ = value_and_grad(*args, length)
-      results[length] = (outs, grads)
-      for leaf in tree_leaves(outs):
-        assert leaf.dtype == jnp.float64
-      if length == 3:  # padded inputs get exactly zero gradient
-        np.testing.assert_array_equal(grads[1][3:], 0)
-    if first is None:
-      first = results
-    else:
-      ref.assert_tree_close(results, first, rtol=1e-10, atol=1e-10, err_msg=name)
-
-
-DEFAULT_U1 = dict(unroll=1)  # the default: the fused path where the cell has one
-REMAT = dict(remat=True)
-RNN_FD_MODES = {
-    "elman_tanh": ("unfused", "default", "remat"),
-    "lstm": ("unfused", "default", "remat"),
-    "gru": ("unfused", "default", "remat"),
-    "lstm_proj": ("unfused", "default"),  # with remat: the stack test
-    "gru_before": ("unfused",),  # no fused path: its default is the reference
-    "elman_relu": ("default",),
-    "elman_callable": ("default",),
-    "lstm_nobias": ("default",),
-    "gru_nobias": ("default",),
-}
-MODE_OPTIONS = {"unfused": PLAIN, "default": DEFAULT_U1, "remat": REMAT,
-                "remat2_unfused": dict(remat=2, method="reference")}
-assert sorted(RNN_FD_MODES) == sorted(ref.CASE_IDS)
-
-
-@pytest.mark.parametrize("case", CASES, ids=ref.CASE_IDS)
-def test_rnn_gradients_match_finite_differences(x64, case):
-  """fwd and reversed layers, from a random carry, length 3 (junk padding)
-  and T; the default method, method="reference" and remat=True agree to
-  1e-10."""
-  cell = case.make()
-  modes = {m: MODE_OPTIONS[m] for m in RNN_FD_MODES[case.name]}
-  _check_modes(lambda **o: _rnn_layers(cell, **o), modes, 60)
+@pytest.mark.parametrize("name", ref.CASE_IDS)
+def test_rnn_gradients_match_finite_differences(x64, name):
+  cell = ref.BY_NAME[name].make()
+  layers = {(mode, direction): jaxrnn.rnn(cell, reverse=direction == REVERSE, **MODES[mode])
+            for mode, directions in GRADIENT_CASES[name].items() for direction in directions}
+  compare_with = {(mode, direction): ("default", direction)
+                  for mode, direction in layers if mode != "default"}
+  _check_gradients(layers, 60, compare_with)
 
 
 def test_bidirectional_gradients_match_finite_differences(x64):
-  _check_modes(lambda **o: [ref.bidirectional_layer("mul", **o)],
-               {"default": DEFAULT_U1, "remat": REMAT}, 62)
+  _check_gradients({"default": ref.bidirectional_layer("mul", **MODES["default"])}, 62)
 
 
 def test_stack_gradients_match_finite_differences(x64):
-  _check_modes(lambda **o: [ref.stack_layer(**o)],
-               {"default": DEFAULT_U1, "remat2_unfused": MODE_OPTIONS["remat2_unfused"]}, 64)
+  _check_gradients({"default": ref.stack_layer(**MODES["default"])}, 64)
 
 
 # ---------------------------------------------------------------------------
-# Options against the plain path (float32, true defaults included), on a
-# vmapped minibatch with per-example lengths (0, 2, T) and NaN / huge junk in
-# the padding.
+# Forward mode and second derivatives. The default path of the built-in
+# cells is a custom JVP, so jax.jvp, Hessians and gradients of gradients
+# work on it as on method="reference". Each layer below is one program:
+# jvp along a random direction of (params, xs, carry) and the Hessian with
+# respect to (xs, carry), at length 3 (the Hessian is exactly zero on the
+# padding). Chosen pairwise like `GRADIENT_CASES`: every family of
+# hand-written tangent, the fused path without one (a callable activation),
+# both directions, remat, segment resets and the reference path, the
+# cheapest cell standing for a path where the cell makes no difference;
+# the bidirectional layer (gru forward, lstm backward) composes them with
+# jax.numpy operations and is checked in forward mode.
 
-OPTIONS = {"plain": PLAIN, "default": {},
-           "remat3_unroll2_fused": dict(remat=3, unroll=2, fused_vjp=True)}
-LENGTHS = np.array([0, 2, T], np.int32)
-
-
-def _batch_data(layer, seed):
-  batch = len(LENGTHS)
-  params = ref.random_params(layer, seed)
-  xs = np.array(ref.random_xs(seed + 1, (batch, T, D)))
-  xs[1, 2:] = np.nan
-  xs[0, :] = 1e30
-  carry = ref.random_like(
-      tree_map(lambda c: jnp.stack([c] * batch), layer.init_carry()), seed + 2)
-  return params, jnp.asarray(xs), carry
+RESET = np.zeros(T, bool)
+RESET[2] = True
 
 
-def _batched_value_and_grad(layers):
-  loss = _loss_fn(layers)
+class SecondOrder:
+  """An rnn layer and its NumPy reference (``reverse``, ``reset``)."""
 
-  def total(params, xs, carry, lengths):
-    def one(x, c, n):
-      outs = [layer.apply(params, x, length=n, carry=c) for layer in layers]
-      return loss(params, x, c, n), outs
-    values, outs = jax.vmap(one)(xs, carry, lengths)
-    return jnp.sum(values), outs
+  def __init__(self, case, reverse=False, reset=None, **options):
+    self.case, self.reverse, self.reset = ref.BY_NAME[case], reverse, reset
+    self.layer = jaxrnn.rnn(self.case.make(), reverse=reverse, **options)
 
-  return jax.jit(jax.grad(total, argnums=(0, 1, 2), has_aux=True))
+  def apply(self, params, xs, carry):
+    reset = None if self.reset is None else jnp.asarray(self.reset)
+    return self.layer.apply(params, xs, length=3, carry=carry, reset=reset)
 
-
-def _check_options_match_plain(make_layers, options, seed):
-  results = {}
-  for name, opts in options.items():
-    layers = make_layers(**opts)
-    if name == "plain":
-      args = _batch_data(layers[0], seed)
-    grads, outputs = _batched_value_and_grad(layers)(*args, LENGTHS)
-    results[name] = outputs, grads
-  outputs, grads = results["plain"]
-  for leaf in tree_leaves((outputs, grads)):
-    assert np.all(np.isfinite(leaf))
-  np.testing.assert_array_equal(grads[1][0], 0)  # length 0: no gradient
-  np.testing.assert_array_equal(grads[1][1, 2:], 0)  # NaN padding
-  for name, (out, g) in results.items():
-    ref.assert_tree_close(out, outputs, rtol=1e-5, atol=1e-6, err_msg=name)
-    ref.assert_tree_close(g, grads, rtol=1e-5, atol=1e-5, err_msg=name)
-    np.testing.assert_array_equal(g[1][1, 2:], 0)
+  def numpy(self, params, xs, carry):
+    return ref.run(self.case.step, params, xs, carry, self.case.out_size, 3, self.reverse,
+                   reset=self.reset)
 
 
-def test_rnn_options_match_plain_path():
-  cell = jaxrnn.lstm(H)
-  _check_options_match_plain(lambda **o: _rnn_layers(cell, **o), OPTIONS, 70)
-
-
-def test_bidirectional_options_match_plain_path():
-  """gru forward, lstm backward."""
-  _check_options_match_plain(lambda **o: [ref.bidirectional_layer("concat", **o)],
-                             {"plain": PLAIN, "default": {}}, 71)
-
-
-# ---------------------------------------------------------------------------
-# Forward mode and higher orders. The default path of the built-in cells is
-# a custom JVP, so jax.jvp, Hessians and gradients of gradients work on it
-# as on method="reference"; both are checked against finite differences.
-
-JVP_MODES = [("lstm", "default"), ("gru", "default"), ("gru", "reference"),
-             ("lstm", "default_reset")]
-
-
-def _reset_layers(cell):
-  """Both directions, restarting the carry at step 2."""
-  reset = jnp.zeros(T, bool).at[2].set(True)
-  return [layer._replace(apply=functools.partial(layer.apply, reset=reset))
-          for layer in _rnn_layers(cell, remat=2)]
-
-
-@pytest.mark.parametrize("name, mode", JVP_MODES, ids=[f"{n}-{m}" for n, m in JVP_MODES])
-def test_jvp_matches_finite_differences(x64, name, mode):
-  cell = ref.BY_NAME[name].make()
-  if mode == "default_reset":
-    loss = _loss_fn(_reset_layers(cell))
-  else:
-    loss = _loss_fn(_rnn_layers(cell, remat=2, method="auto" if mode == "default" else mode))
-  args = _fd_data(jaxrnn.rnn(cell), 80)
-  v = ref.random_like(args, 81, scale=1.0)
-  jvp = jax.jit(lambda a, t: jax.jvp(lambda *a: loss(*a, 3), a, t))
-  value, tangent = jvp(args, v)
-  eps = 1e-6
-  plus, _ = jvp(_axpy(eps, v, args), v)
-  minus, _ = jvp(_axpy(-eps, v, args), v)
-  np.testing.assert_allclose(float(tangent), (float(plus) - float(minus)) / (2 * eps),
-                             rtol=1e-6, atol=1e-8)
-
-
-@pytest.mark.parametrize("method", ["auto", "reference"])
-def test_hessian_matches_finite_differences(x64, method):
-  """Hessian w.r.t. the initial carry against central differences of the
-  gradient, on the default path and on the reference path."""
-  cell = jaxrnn.gru(H)
-  params, xs, carry = _fd_data(jaxrnn.rnn(cell), 82)
-  loss = _loss_fn([jaxrnn.rnn(cell, reverse=True, unroll=1, method=method)])
-  of_carry = lambda c: loss(params, xs, c, 3)
-  hess = np.asarray(jax.jit(jax.hessian(of_carry))(carry))
-  assert hess.shape == (H, H)
-  np.testing.assert_allclose(hess, hess.T, atol=1e-10)
-  grad = jax.jit(jax.grad(of_carry))
-  eps = 1e-5
-  for i in range(H):
-    e = jnp.zeros(H, jnp.float64).at[i].set(eps)
-    column = (grad(carry + e) - grad(carry - e)) / (2 * eps)
-    np.testing.assert_allclose(hess[:, i], column, rtol=1e-6, atol=1e-8)
-
-
-def _np_loss(reference):
-  """``loss(params, xs)`` of a jax-params reference ``reference(params, xs)
-  -> ys``."""
-  return lambda params, xs: np.sum(np.sin(reference(params, xs)))
-
-
-_ZERO_BIDIRECTIONAL = jaxrnn.BidirectionalCarry(np.zeros(H), (np.zeros(H), np.zeros(H)))
-_ZERO_STACK = ((np.zeros(ref.P), np.zeros(H)),
-               jaxrnn.BidirectionalCarry(np.zeros(H), np.zeros(H)), np.zeros(H), ())
-FORWARD_MODE_LAYERS = {
-    **{c.name: (lambda c=c: jaxrnn.rnn(c.make()),
-                _np_loss(lambda p, x, c=c: ref.ref_run(c, p, x, c.make().init_carry(), 3)[0]))
-       for c in ref.FUSED_CASES},
-    "reverse_remat": (
-        lambda: jaxrnn.rnn(jaxrnn.lstm(H), reverse=True, remat=2),
-        _np_loss(lambda p, x: ref.ref_run(ref.BY_NAME["lstm"], p, x, jaxrnn.lstm(H).init_carry(),
-                                          3, reverse=True)[0])),
-    "bidirectional": (
-        lambda: ref.bidirectional_layer("sum"),
-        _np_loss(lambda p, x: ref.ref_bidirectional(p, x, _ZERO_BIDIRECTIONAL, 3, "sum")[0])),
-    "stack": (ref.stack_layer,
-              _np_loss(lambda p, x: ref.ref_stack(p, x, _ZERO_STACK, 3)[0])),
+SECOND_ORDER = {
+    "elman_tanh": lambda: SecondOrder("elman_tanh"),
+    "elman_callable_reverse": lambda: SecondOrder("elman_callable", reverse=True),
+    "elman_tanh_reference_reset": lambda: SecondOrder("elman_tanh", method="reference",
+                                                      reset=RESET),
+    "lstm_reverse_remat_reset": lambda: SecondOrder("lstm", reverse=True, remat=2,
+                                                    reset=RESET),
+    "gru": lambda: SecondOrder("gru"),
 }
 
 
-@pytest.mark.parametrize("name", sorted(FORWARD_MODE_LAYERS))
-def test_jvp_and_hessian_of_every_layer_match_numpy(name, x64):
-  """On the default path: jax.jvp along random directions of params and
-  inputs, and jax.hessian w.r.t. the inputs, against central differences
-  of the float64 NumPy reference (length 3: the Hessian is zero on the
-  padding)."""
-  make, loss_np = FORWARD_MODE_LAYERS[name]
-  layer = make()
-  params = ref.random_params(layer, 90)
-  xs = ref.random_xs(91, dtype=np.float64)
-  d_params, d_xs = ref.random_like((params, xs), 92, scale=1.0)
+def _numpy_loss(ys, carry):
+  return np.sum(np.sin(ys)) + sum(np.sum(np.tanh(c)) for c in tree_leaves(carry))
 
-  def loss(params, xs):
-    return jnp.sum(jnp.sin(layer.apply(params, xs, length=3)[0]))
+
+def _unravel(z, like):
+  """The flat vector ``z`` (NumPy or jax) as a pytree shaped like ``like``."""
+  leaves, treedef = jax.tree_util.tree_flatten(like)
+  bounds = np.cumsum([0] + [np.size(leaf) for leaf in leaves])
+  return jax.tree_util.tree_unflatten(treedef, [
+      z[a:b].reshape(np.shape(leaf)) for a, b, leaf in zip(bounds, bounds[1:], leaves)])
+
+
+@pytest.mark.parametrize("name", sorted(SECOND_ORDER))
+def test_jvp_and_hessian_match_finite_differences(x64, name):
+  layer = SECOND_ORDER[name]()
+  params = ref.random_params(layer.layer, 90)
+  xs = ref.random_xs(91, dtype=np.float64)
+  carry = ref.random_like(layer.layer.init_carry(), 92)
+  direction = ref.random_like((params, xs, carry), 93, scale=1.0)
+  p_np, x_np, c_np = _numpy((ref.np_params(params), xs, ref.np_carry(carry)))
+  z = np.concatenate([np.ravel(leaf) for leaf in tree_leaves((x_np, c_np))])
+  n = z.size
+
+  def loss(params, xs, carry):
+    ys, final = layer.apply(params, xs, carry)
+    return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.tanh(c)) for c in tree_leaves(final))
 
   @jax.jit
-  def derivatives(params, xs):
-    return (jax.jvp(loss, (params, xs), (d_params, d_xs)),
-            jax.hessian(loss, argnums=1)(params, xs))
+  def derivatives(params, xs, carry, z):
+    value, tangent = jax.jvp(loss, (params, xs, carry), direction)
+    grad = jax.grad(lambda z: loss(params, *_unravel(z, (xs, carry))))
+    # The Hessian as jax.hessian builds it (forward over reverse), with the
+    # gradient itself as the primal output.
+    g, hess = jax.vmap(lambda e: jax.jvp(grad, (z,), (e,)), out_axes=(None, 0))(
+        jnp.eye(n, dtype=z.dtype))
+    return value, tangent, g, hess
 
-  (value, tangent), hess = derivatives(params, xs)
-  p_np, x_np = params, np.asarray(xs)
-  np.testing.assert_allclose(value, loss_np(p_np, x_np), rtol=1e-12)
+  value, tangent, _, hess = _numpy(derivatives(params, xs, carry, z))
+  loss_np = lambda p, x, c: _numpy_loss(*layer.numpy(p, x, c))
+  np.testing.assert_allclose(value, loss_np(p_np, x_np, c_np), rtol=1e-12)
+  # jvp: along the direction, in params, xs and the carry at once.
+  d_p, d_x, d_c = _numpy((ref.np_params(direction[0]), direction[1],
+                          ref.np_carry(direction[2])))
   eps = 1e-6
-  moved = lambda e: (jax.tree_util.tree_map(lambda p, d: np.asarray(p) + e * np.asarray(d),
-                                            params, d_params),
-                     x_np + e * np.asarray(d_xs))
+  moved = lambda e: (_axpy(e, d_p, p_np), x_np + e * d_x, _axpy(e, d_c, c_np))
   fd = (loss_np(*moved(eps)) - loss_np(*moved(-eps))) / (2 * eps)
   np.testing.assert_allclose(tangent, fd, rtol=1e-7, atol=1e-9)
-  hess = np.asarray(hess)
-  assert hess.shape == (T, D, T, D)
-  np.testing.assert_array_equal(hess[3:], 0)
-  np.testing.assert_array_equal(hess[:, :, 3:], 0)
+  # The Hessian: symmetric, zero on the padding, against second differences
+  # of the NumPy loss, and each column against differences of the gradient.
+  assert hess.shape == (n, n)
+  np.testing.assert_allclose(hess, hess.T, atol=1e-10)
+  padding = np.zeros(n, bool)
+  padding[3 * D:T * D] = True  # xs[3:]
+  np.testing.assert_array_equal(hess[padding], 0)
+  np.testing.assert_array_equal(hess[:, padding], 0)
+  valid = np.flatnonzero(~padding)
   h = 1e-4
-  valid = [(t, d) for t in range(3) for d in range(D)]
   for i in valid:
-    for j in valid:
+    for j in valid[valid >= i]:
       def at(a, b):
-        x = x_np.copy()
-        x[i] += a
-        x[j] += b
-        return loss_np(p_np, x)
+        moved_z = z.copy()
+        moved_z[i] += a
+        moved_z[j] += b
+        return loss_np(p_np, *_unravel(moved_z, (x_np, c_np)))
       fd2 = (at(h, h) - at(h, -h) - at(-h, h) + at(-h, -h)) / (4 * h * h)
-      np.testing.assert_allclose(hess[i + j], fd2, rtol=1e-5, atol=1e-6,
+      np.testing.assert_allclose(hess[i, j], fd2, rtol=1e-5, atol=1e-6,
                                  err_msg=f"{name} {i} {j}")
+  eps = 1e-5
+  for i in valid:
+    e = np.zeros(n)
+    e[i] = eps
+    column = (np.asarray(derivatives(params, xs, carry, z + e)[2])
+              - np.asarray(derivatives(params, xs, carry, z - e)[2])) / (2 * eps)
+    np.testing.assert_allclose(hess[:, i], column, rtol=1e-6, atol=1e-8, err_msg=f"column {i}")
+
+
+_ZERO_BIDIRECTIONAL = jaxrnn.BidirectionalCarry(np.zeros(H), (np.zeros(H), np.zeros(H)))
+
+
+def test_bidirectional_jvp_matches_finite_differences(x64):
+  layer = ref.bidirectional_layer("sum")
+  params = ref.random_params(layer, 94)
+  xs = ref.random_xs(95, dtype=np.float64)
+  d_params, d_xs = ref.random_like((params, xs), 96, scale=1.0)
+
+  @jax.jit
+  def jvp(params, xs):
+    loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x, length=3)[0]))
+    return jax.jvp(loss, (params, xs), (d_params, d_xs))
+
+  value, tangent = jvp(params, xs)
+  loss_np = lambda p, x: np.sum(np.sin(ref.ref_bidirectional(p, x, _ZERO_BIDIRECTIONAL, 3,
+                                                             "sum")[0]))
+  p_np, x_np, d_p, d_x = _numpy((params, xs, d_params, d_xs))
+  np.testing.assert_allclose(value, loss_np(p_np, x_np), rtol=1e-12)
+  eps = 1e-6
+  fd = (loss_np(_axpy(eps, d_p, p_np), x_np + eps * d_x)
+        - loss_np(_axpy(-eps, d_p, p_np), x_np - eps * d_x)) / (2 * eps)
+  np.testing.assert_allclose(tangent, fd, rtol=1e-7, atol=1e-9)

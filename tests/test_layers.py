@@ -7,6 +7,7 @@ import pytest
 
 import jaxrnn
 import reference as ref
+from jaxrnn._src.engine import hooks as hooks_lib
 from reference import CASE_IDS, CASES, D, H, P, T
 
 
@@ -205,6 +206,75 @@ def test_layer_types_and_configs():
   assert [dict(layer.config)["kind"] for layer in layers] == [
       "rnn", "bidirectional", "rnn", "readout"]
   assert dict(jaxrnn.readout(3).config) == {"kind": "readout", "output_size": 3}
+
+
+# ---------------------------------------------------------------------------
+# What a layer reads from a cell: a built-in cell's hooks, a user cell's
+# contract.
+
+HOOK_CELLS = {  # one cell per built-in family and carry form, with its step shape
+    "elman": (lambda: jaxrnn.elman(H), (D,)),
+    "lstm_proj": (lambda: jaxrnn.lstm(H, proj_size=P), (D,)),
+    "gru_before": (lambda: jaxrnn.gru(H, reset_after=False), (D,)),
+    "mgu": (lambda: jaxrnn.mgu(H), (D,)),
+    "min_lstm": (lambda: jaxrnn.min_lstm(H), (D,)),
+    "lru": (lambda: jaxrnn.lru(H), (D,)),
+    "conv_lstm": (lambda: jaxrnn.conv_lstm(H, 3, (2, 3)), (2, 3, D)),
+}
+
+
+def test_hooks_give_input_size_and_hidden_state():
+  """``input_size_of``: the size ``init_params`` took (after checking the
+  params); ``hidden_of``: the state a step outputs (lru: its whole carry).
+  A user cell's params are opaque and its hidden state is its carry."""
+  cells = {name: make() for name, (make, _) in HOOK_CELLS.items()}
+  params = {name: ref.random_params(cell, 0) for name, cell in cells.items()}
+  carries = {name: ref.random_like(cell.init_carry(), 1) for name, cell in cells.items()}
+
+  @jax.jit  # one program for every cell
+  def steps(params, carries):
+    return {name: cell.cell_apply(params[name], carries[name], jnp.ones(HOOK_CELLS[name][1]))
+            for name, cell in cells.items()}
+
+  for name, (carry, y) in steps(params, carries).items():
+    assert hooks_lib.input_size_of(cells[name], params[name]) == D, name
+    hidden = hooks_lib.hidden_of(cells[name], carry)
+    if name == "lru":
+      assert hidden is carry
+    else:
+      np.testing.assert_array_equal(hidden, y, err_msg=name)
+  with pytest.raises(TypeError, match=r"^params: lstm\(hidden_size=4\) expects LSTMParams"):
+    hooks_lib.input_size_of(jaxrnn.lstm(H), ref.random_params(jaxrnn.gru(H), 0))
+  user = _leaky_cell(H)
+  carry = user.init_carry()
+  assert hooks_lib.input_size_of(user, {"W": jnp.ones((D, H))}) is None
+  assert hooks_lib.hidden_of(user, carry) is carry
+
+
+def test_zoneout_reads_the_hidden_state_by_hook_or_contract():
+  """A user cell's hidden state is its carry: elman's step as a user cell
+  zones out exactly as elman (same masks); a user carry that is not its
+  output is refused. A linear cell keeps its zoneout (the reference scan)
+  when ``method="auto"`` would take the parallel path."""
+  elman, lstm = jaxrnn.elman(H), jaxrnn.lstm(H)
+  as_user = lambda cell: jaxrnn.Cell(  # noqa: E731
+      cell.init_params, cell.init_carry, lambda p, c, x: cell.cell_apply(p, c, x),
+      output_size=H)
+  xs, key = ref.random_xs(1), jax.random.key(2)
+  run = lambda layer, params: layer.apply(params, xs, key=key)  # noqa: E731
+  params = ref.random_params(elman, 0)
+  ref.assert_tree_close(run(jaxrnn.rnn(as_user(elman), zoneout=0.5), params),
+                        run(jaxrnn.rnn(elman, zoneout=0.5), params), rtol=0, atol=0)
+  with pytest.raises(ValueError, match=r"^zoneout: expected a cell whose output is its hidden "
+                     r"state .*, got output_size=4 and a hidden state of shape "
+                     r"LSTMState\(h=\(4,\), c=\(4,\)\)$"):
+    jaxrnn.rnn(as_user(lstm), zoneout=0.5)
+  min_gru = jaxrnn.min_gru(H)
+  params = ref.random_params(min_gru, 3)
+  with jaxrnn.engine_settings(parallel_min_steps=1):
+    auto = run(jaxrnn.rnn(min_gru, zoneout=0.5), params)
+  ref.assert_tree_close(auto, run(jaxrnn.rnn(min_gru, zoneout=0.5, method="reference"),
+                                  params), rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------

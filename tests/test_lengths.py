@@ -101,23 +101,23 @@ def test_reverse_scans_only_the_valid_prefix(case):
   params = ref.random_params(cell, 40)
   carry = ref.random_like(cell.init_carry(), 41)
   rng = np.random.default_rng(42)
+  numpy = lambda tree: jax.tree_util.tree_map(np.asarray, tree)  # noqa: E731
   for length in (1, 3, T - 1):
-    xs = rng.standard_normal((T, D))
+    xs = rng.standard_normal((T, D)).astype(np.float32)
     xs[length:] = 3.0 * rng.standard_normal((T - length, D))  # finite junk
-    xs = jnp.asarray(xs, jnp.float32)
-    _, (ys_rev, c_rev) = f(params, xs, length, carry)
+    _, (ys_rev, c_rev) = numpy(f(params, xs, length, carry))
     # The valid prefix reversed, zero padded, scanned forward.
-    prefix_rev = jnp.concatenate([xs[:length][::-1], jnp.zeros((T - length, D))])
-    (ys_pf, c_pf), _ = f(params, prefix_rev, length, carry)
+    prefix_rev = np.concatenate([xs[:length][::-1], np.zeros((T - length, D), np.float32)])
+    (ys_pf, c_pf), _ = numpy(f(params, prefix_rev, length, carry))
     ref.assert_tree_close(ys_rev[:length], ys_pf[:length][::-1], rtol=1e-5, atol=1e-6)
     ref.assert_tree_close(c_rev, c_pf, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ys_rev[length:], 0)
     # The classic bug: the whole padded array flipped, so junk comes first.
-    (ys_flip, c_flip), _ = f(params, xs[::-1], T, carry)
+    (ys_flip, c_flip), _ = numpy(f(params, xs[::-1].copy(), T, carry))
     ys_flip = ys_flip[::-1]
     assert not np.allclose(ys_flip[:length], ys_rev[:length], atol=1e-3)
-    assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(c_flip)[0]),
-                           np.asarray(jax.tree_util.tree_leaves(c_rev)[0]), atol=1e-3)
+    assert not np.allclose(jax.tree_util.tree_leaves(c_flip)[0],
+                           jax.tree_util.tree_leaves(c_rev)[0], atol=1e-3)
 
 
 def test_bidirectional_backward_half_is_not_flip_whole_array():
@@ -129,6 +129,7 @@ def test_bidirectional_backward_half_is_not_flip_whole_array():
   xs = rng.standard_normal((T, D))
   xs[length:] = 3.0 * rng.standard_normal((T - length, D))
   ys, _ = f(params, jnp.asarray(xs, jnp.float32), length, carry)["concat"]
+  ys = np.asarray(ys)
   p_b, c_b = ref.np_params(params.backward), ref.np_carry(carry.backward)
   right, _ = ref.run(ref.lstm_step, p_b, xs, c_b, H, length, reverse=True)
   flipped, _ = ref.run(ref.lstm_step, p_b, xs[::-1], c_b, H)
@@ -175,24 +176,26 @@ def test_traced_length_is_clamped():
     ref.assert_tree_close(g(params, xs, bad, carry), g(params, xs, good, carry),
                           rtol=0, atol=0)
   # Under vmap, per example.
-  lengths = jnp.array([-2, T + 3])
+  lengths = np.array([-2, T + 3], np.int32)
   head = jaxrnn.readout(2)
-  rp = ref.random_like(head.init_params(jax.random.key(0), D), 52)
-  batched = jax.vmap(lambda x, n: head.apply(rp, x, length=n))
-  ys, _ = batched(jnp.stack([xs, xs]), lengths)
+  rp = ref.random_params(head, 52)
+  batched = jax.jit(jax.vmap(lambda x, n: head.apply(rp, x, length=n)))
+  ys, _ = batched(np.stack([xs, xs]), lengths)
   np.testing.assert_array_equal(ys[0], 0)
   ref.assert_tree_close(ys[1], ref.run_readout(ref.np_params(rp), xs))
 
 
 def test_length_types():
-  """Python ints, NumPy integers and integer arrays of any width all work."""
+  """Python ints, NumPy integers and integer arrays of any width all work
+  (traced: eager calls with a Python int are test_layers.py's)."""
   head = jaxrnn.readout(2)
-  params = ref.random_like(head.init_params(jax.random.key(0), D), 53)
+  params = ref.random_params(head, 53)
   xs = ref.random_xs(54)
   want = ref.run_readout(ref.np_params(params), xs, 2)
+  g = jax.jit(lambda p, x, n: head.apply(p, x, length=n))
   for length in (2, np.int32(2), np.int64(2), np.uint8(2), jnp.asarray(2),
                  jnp.asarray(2, jnp.int16)):
-    ys, _ = head.apply(params, xs, length=length)
+    ys, _ = g(params, xs, length)
     ref.assert_tree_close(ys, want)
   layer = jaxrnn.rnn(jaxrnn.elman(H), unroll=1)
   p = ref.random_params(layer, 55)

@@ -561,8 +561,8 @@ def test_conv_lstm_wrong_maps_name_the_whole_sequence(hoist_inputs):
   layer = jaxrnn.rnn(cell)
   params = random_params(cell, 0, input_size=CIN)
   with jaxrnn.engine_settings(hoist_inputs=hoist_inputs):
-    with pytest.raises(ValueError, match=rf"^xs: {CONV_OWNER} expects shape \(\.\.\., 5, 4, "
-                       r"2\) \(height, width, in_channels\), got shape \(4, 5, 4, 3\)(\n|$)"):
+    with pytest.raises(ValueError, match=r"^xs: rnn\.apply expects shape \(T, \.\.\., 2\) to "
+                       r"match its params' input_size=2, got shape \(4, 5, 4, 3\)(\n|$)"):
       layer.apply(params, jnp.ones((TC, ROWS, COLS, CIN + 1)))
     with pytest.raises(ValueError, match=rf"^xs: {CONV_OWNER} expects shape \(\.\.\., 5, 4, "
                        r"2\) \(height, width, in_channels\), got shape \(4, 4, 5, 2\)(\n|$)"):

@@ -69,114 +69,136 @@ def test_against_numpy_with_lengths_resets_and_reverse(name, method):
         ref.assert_tree_close(as_tuple(c), want_c, err_msg=msg)
 
 
+# Gradients: one (method, direction) pair per run, chosen pairwise: the
+# direction is handled inside each method, the same way for every cell, so
+# each cell is differentiated by both methods and in both directions, and
+# each method in both directions.
+GRADIENT_RUNS = {
+    "min_gru": (("sequential", False), ("parallel", True)),
+    "min_lstm": (("sequential", True), ("parallel", False)),
+    "lru": (("sequential", False), ("parallel", True)),
+}
+BATCH_LENGTHS = [T, 5, 0]
+BATCH_RESETS = np.zeros((3, T), bool)
+BATCH_RESETS[0, [3, 6]] = True
+BATCH_RESETS[1, 2] = True
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_both_methods_values_and_gradients_match_numpy(name, x64):
-  """A vmapped minibatch of 40 steps (lengths 40, 17, 0), both directions:
-  the loss against NumPy, and its gradient along random directions of
-  every parameter and of the inputs against central differences."""
+def test_values_and_gradients_match_numpy(name, x64):
+  """A vmapped minibatch (lengths T, 5 and 0, segment resets, NaN in the
+  padding) in float64: the loss against NumPy, and its gradient along
+  random directions of every parameter and of the inputs against central
+  differences, for each run of `GRADIENT_RUNS`."""
   make, step, out = CASES[name]
   cell = make()
   params = ref.random_params(cell, 4)
-  xs = ref.random_xs(5, (40, D), np.float64)
-  lengths = [40, 17, 0]
-  batch = jnp.stack([xs, xs[::-1], xs * 2])
-  weights = np.asarray(ref.random_xs(6, (3, 40, out)), np.float64)
+  xs = np.asarray(ref.random_xs(5, (T, D), np.float64))
+  batch = np.stack([xs, xs[::-1], xs * 2])
+  for b, n in enumerate(BATCH_LENGTHS):
+    batch[b, n:] = np.nan
+  weights = np.asarray(ref.random_xs(6, (3, T, out)), np.float64)
   zero = ref.np_carry(jax.tree_util.tree_map(np.zeros_like, cell.init_carry()))
+  runs = GRADIENT_RUNS[name]
 
-  def loss(p, x, method, reverse):
-    layer = jaxrnn.rnn(cell, method=method, reverse=reverse)
-    ys, carry = jax.vmap(layer.apply, in_axes=(None, 0))(p, x, length=jnp.asarray(lengths))
+  def loss(p, x, layer):
+    ys, carry = jax.vmap(layer.apply, in_axes=(None, 0))(
+        p, x, length=jnp.asarray(BATCH_LENGTHS), reset=jnp.asarray(BATCH_RESETS))
     return jnp.sum(ys * weights) + sum(jnp.sum(c) for c in jax.tree_util.tree_leaves(carry))
+
+  value_and_grads = [
+      jax.value_and_grad(functools.partial(
+          loss, layer=jaxrnn.rnn(cell, method=method, reverse=reverse)), argnums=(0, 1))
+      for method, reverse in runs]
+  program = jax.jit(lambda p, x: [vg(p, x) for vg in value_and_grads])
 
   def loss_np(p, x, reverse):
     total = 0.0
-    for b, n in enumerate(lengths):
-      ys, carry = ref.run(step, p, x[b], zero, out, n, reverse)
+    for b, n in enumerate(BATCH_LENGTHS):
+      ys, carry = ref.run(step, p, x[b], zero, out, n, reverse, BATCH_RESETS[b])
       total += np.sum(ys * weights[b]) + sum(np.sum(c) for c in jax.tree_util.tree_leaves(carry))
     return total
 
-  value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=(2, 3))
-  p_np, x_np = ref.np_params(params), np.asarray(batch)
+  p_np = ref.np_params(params)
+  results = program(params, batch)
   rng = np.random.default_rng(7)
   eps = 1e-6
-  for reverse in (False, True):
-    want = loss_np(p_np, x_np, reverse)
-    directions = {k: rng.standard_normal(v.shape) for k, v in p_np.items() if v is not None}
-    d_x = rng.standard_normal(x_np.shape)
-    fd = {k: (loss_np(dict(p_np, **{k: p_np[k] + eps * d}), x_np, reverse)
-              - loss_np(dict(p_np, **{k: p_np[k] - eps * d}), x_np, reverse)) / (2 * eps)
-          for k, d in directions.items()}
-    fd_x = (loss_np(p_np, x_np + eps * d_x, reverse)
-            - loss_np(p_np, x_np - eps * d_x, reverse)) / (2 * eps)
-    for method in METHODS:
-      msg = f"{name} {method} reverse={reverse}"
-      value, (g_p, g_x) = value_and_grad(params, batch, method, reverse)
-      np.testing.assert_allclose(value, want, rtol=1e-10, err_msg=msg)
-      for k, d in directions.items():
-        np.testing.assert_allclose(np.sum(np.asarray(getattr(g_p, k)) * d), fd[k],
-                                   rtol=1e-6, atol=1e-8, err_msg=f"{k}, {msg}")
-      np.testing.assert_allclose(np.sum(np.asarray(g_x) * d_x), fd_x, rtol=1e-6, atol=1e-8,
-                                 err_msg=f"xs, {msg}")
-
-
-def test_parallel_gradients_match_finite_differences(x64):
-  cell = jaxrnn.lru(H)
-  layer = jaxrnn.rnn(cell, method="parallel")
-  params = ref.random_params(cell, 7, dtype=jnp.float64, scale=0.3)
-  xs = ref.random_xs(8, (T, D), np.float64)
-  reset = jnp.zeros(T, bool).at[4].set(True)
-
-  def loss(p):
-    ys, c = layer.apply(p, xs, length=7, reset=reset)
-    return jnp.sum(jnp.sin(ys)) + jnp.sum(c.re * c.im)
-
-  g = jax.grad(loss)(params)
-  d = ref.random_like(params, 9)
-  eps = 1e-6
-  fd = (loss(jax.tree_util.tree_map(lambda p, v: p + eps * v, params, d))
-        - loss(jax.tree_util.tree_map(lambda p, v: p - eps * v, params, d))) / (2 * eps)
-  analytic = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g),
-                                                jax.tree_util.tree_leaves(d)))
-  np.testing.assert_allclose(analytic, fd, rtol=1e-7)
+  for (method, reverse), (value, (g_p, g_x)) in zip(runs, results):
+    msg = f"{name} {method} reverse={reverse}"
+    np.testing.assert_allclose(value, loss_np(p_np, batch, reverse), rtol=1e-10, err_msg=msg)
+    g_x = np.asarray(g_x)
+    assert np.all(np.isfinite(g_x)), msg
+    for b, n in enumerate(BATCH_LENGTHS):
+      np.testing.assert_array_equal(g_x[b, n:], 0, err_msg=msg)  # the padding
+    for k, v in p_np.items():
+      if v is None:
+        continue
+      d = rng.standard_normal(v.shape)
+      fd = (loss_np(dict(p_np, **{k: v + eps * d}), batch, reverse)
+            - loss_np(dict(p_np, **{k: v - eps * d}), batch, reverse)) / (2 * eps)
+      np.testing.assert_allclose(np.sum(np.asarray(getattr(g_p, k)) * d), fd, rtol=1e-6,
+                                 atol=1e-8, err_msg=f"{k}, {msg}")
+    d_x = rng.standard_normal(batch.shape)
+    fd_x = (loss_np(p_np, batch + eps * d_x, reverse)
+            - loss_np(p_np, batch - eps * d_x, reverse)) / (2 * eps)
+    np.testing.assert_allclose(np.sum(g_x * d_x), fd_x, rtol=1e-6, atol=1e-8,
+                               err_msg=f"xs, {msg}")
 
 
 def test_auto_picks_by_length_and_settings():
+  """Traced only: ``method="auto"`` is the associative scan from
+  ``parallel_min_steps`` steps on, and the sequential scan below it (or
+  with None), and its program is then exactly that method's."""
   cell = jaxrnn.min_gru(H)
-  layer = jaxrnn.rnn(cell)  # method="auto"
-  params = layer.init_params(jax.random.key(0), D)
+  params = ref.random_params(cell, 0)
 
-  def text(num_steps):
-    return str(jax.make_jaxpr(lambda x: layer.apply(params, x))(jnp.ones((num_steps, D))))
+  def text(method, num_steps, **options):
+    layer = jaxrnn.rnn(cell, method=method, **options)
+    return str(jax.make_jaxpr(lambda p, x: layer.apply(p, x, length=3))(
+        params, jnp.ones((num_steps, D))))
 
-  with jaxrnn.engine_settings(parallel_min_steps=40):
-    assert "scan" not in text(40) and "while" not in text(40)  # associative
-    assert "scan" in text(39)
+  with jaxrnn.engine_settings(parallel_min_steps=T):
+    for reverse in (False, True):
+      auto = text("auto", T, reverse=reverse)
+      assert "scan" not in auto and "while" not in auto  # associative
+      assert auto == text("parallel", T, reverse=reverse)
+      below = text("auto", T - 1, reverse=reverse)
+      assert "scan" in below
+      assert below == text("sequential", T - 1, reverse=reverse)
   with jaxrnn.engine_settings(parallel_min_steps=None):
-    assert "scan" in text(5000)  # None: always sequential
-  xs = ref.random_xs(1, (43, D))
-  want, _ = ref.run(ref.min_gru_step, ref.np_params(params), xs, np.zeros(H), H)
-  for method in METHODS:
-    ys, _ = jaxrnn.rnn(cell, method=method).apply(params, xs)
-    ref.assert_tree_close(ys, want, err_msg=method)
+    assert "scan" in text("auto", 5000)  # None: always sequential
 
 
 def test_cell_apply_loop_equals_the_layer_and_numpy():
-  """cell_apply (the per-step recurrence, used under zoneout) vs NumPy."""
-  for name in NAMES:
-    make, step, out = CASES[name]
-    cell = make()
-    params = ref.random_params(cell, 21)
-    carry = ref.random_like(cell.init_carry(), 22)
-    xs = ref.random_xs(23, (T, D))
-    c, ys = carry, []
-    for x in xs:
-      c, y = cell.cell_apply(params, c, x)
-      ys.append(y)
-    want_ys, want_c = ref.run(step, ref.np_params(params), xs, ref.np_carry(carry), out)
-    ref.assert_tree_close(jnp.stack(ys), want_ys, err_msg=name)
+  """cell_apply (the per-step recurrence, used under zoneout), scanned,
+  and the zoneout path vs NumPy."""
+  cells = {name: CASES[name][0]() for name in NAMES}
+  params = {name: ref.random_params(cell, 21) for name, cell in cells.items()}
+  carries = {name: ref.random_like(cell.init_carry(), 22) for name, cell in cells.items()}
+  xs = ref.random_xs(23, (T, D))
+
+  @jax.jit  # one program for the three cells
+  def loops(params, carries, xs):
+    out = {}
+    for name, cell in cells.items():
+      c, ys = jax.lax.scan(functools.partial(cell.cell_apply, params[name]), carries[name], xs)
+      zoned = jaxrnn.rnn(cell, zoneout=0.0 if name == "lru" else 1e-9)  # per-step path
+      out[name] = (ys, c), zoned.apply(params[name], xs, carry=carries[name])[0]
+    return out
+
+  for name, ((ys, c), zoned_ys) in loops(params, carries, xs).items():
+    _, step, out = CASES[name]
+    want_ys, want_c = ref.run(step, ref.np_params(params[name]), xs,
+                              ref.np_carry(carries[name]), out)
+    ref.assert_tree_close(ys, want_ys, err_msg=name)
     ref.assert_tree_close(as_tuple(c), want_c, err_msg=name)
-    zoned = jaxrnn.rnn(cell, zoneout=0.0 if name == "lru" else 1e-9)  # per-step path
-    ref.assert_tree_close(zoned.apply(params, xs, carry=carry)[0], want_ys, err_msg=name)
+    ref.assert_tree_close(zoned_ys, want_ys, err_msg=name)
+
+
+def _both_methods(cell):
+  """``f(params, xs, carry)``: the results of both methods, one program."""
+  layers = [jaxrnn.rnn(cell, method=method) for method in METHODS]
+  return jax.jit(lambda p, x, c: [layer.apply(p, x, carry=c) for layer in layers])
 
 
 def test_stable_when_gates_saturate():
@@ -193,34 +215,31 @@ def test_stable_when_gates_saturate():
       "both one": (np.full(H, 60.0), np.full(H, 70.0)),
       "forget off, input on": (np.full(H, -120.0), np.full(H, 120.0)),
   }
-  cell = jaxrnn.min_lstm(H)
+  both = _both_methods(jaxrnn.min_lstm(H))
   W_x = ref.random_xs(32, (D, 3 * H)) * 0.5
   for what, (k_f, k_i) in saturated.items():
     b = jnp.asarray(np.concatenate([k_f, k_i, k_h]), jnp.float32)
     params = jaxrnn.MinLSTMParams(W_x, b)
     want = ref.run(ref.min_lstm_step, ref.np_params(params), xs,
                    np.asarray(carry, np.float64), H)
-    for method in METHODS:
-      got = jax.jit(jaxrnn.rnn(cell, method=method).apply)(params, xs, carry=carry)
+    for method, got in zip(METHODS, both(params, xs, carry)):
       ref.assert_tree_close(got, want, err_msg=f"{what} {method}")
-  cell = jaxrnn.min_gru(H)
   W_x = ref.random_xs(34, (D, 2 * H)) * 0.5
   b = jnp.asarray(np.concatenate([np.full(H, 120.0), k_h]), jnp.float32)
   params = jaxrnn.MinGRUParams(W_x, b)
   want = ref.run(ref.min_gru_step, ref.np_params(params), xs, np.asarray(carry, np.float64), H)
-  for method in METHODS:
-    got = jax.jit(jaxrnn.rnn(cell, method=method).apply)(params, xs, carry=carry)
+  for method, got in zip(METHODS, _both_methods(jaxrnn.min_gru(H))(params, xs, carry)):
     ref.assert_tree_close(got, want, err_msg=f"min_gru {method}")
 
 
 def test_long_lru_sequence_with_moduli_close_to_one():
   """5,000 steps with |λ| in [0.999, 0.9999]: both methods against NumPy."""
   lru = jaxrnn.lru(H, r_min=0.999, r_max=0.9999)
-  lp = lru.init_params(jax.random.key(1), D)
+  lp = jax.jit(lru.init_params, static_argnums=1)(jax.random.key(1), D)
   xs = ref.random_xs(2, (5000, D))
   want, _ = ref.run(ref.lru_step, ref.np_params(lp), xs, (np.zeros(H), np.zeros(H)), D)
-  for method in METHODS:
-    ys = jax.jit(jaxrnn.rnn(lru, method=method).apply)(lp, xs)[0]
+  zeros = lru.init_carry()
+  for method, (ys, _) in zip(METHODS, _both_methods(lru)(lp, xs, zeros)):
     np.testing.assert_allclose(ys, want, rtol=1e-4, atol=2e-4, err_msg=method)
 
 
@@ -249,7 +268,7 @@ def test_bidirectional_stack_and_remat_with_the_parallel_method():
 
 def test_lru_initialisation_follows_the_paper():
   cell = jaxrnn.lru(1000, r_min=0.4, r_max=0.9, max_phase=np.pi)
-  p = cell.init_params(jax.random.key(0), D)
+  p = jax.jit(cell.init_params, static_argnums=1)(jax.random.key(0), D)
   modulus = np.exp(-np.exp(np.asarray(p.nu_log)))
   phase = np.exp(np.asarray(p.theta_log))
   assert modulus.min() >= 0.4 - 1e-6 and modulus.max() <= 0.9 + 1e-6
@@ -272,9 +291,10 @@ def test_errors():
                      r"product to drop inputs of \(user cells and the linear cells min_gru, "
                      r"min_lstm, lru\)$"):
     jaxrnn.rnn(jaxrnn.min_gru(H), recurrent_dropout=0.2)
-  with pytest.raises(ValueError, match=r"^zoneout: needs a cell whose output is its hidden "
-                     r"state \(carry\.h or the carry itself\), as the built-in cells except "
-                     r"lru$"):
+  with pytest.raises(ValueError, match=r"^zoneout: expected a cell whose output is its hidden "
+                     r"state \(a built-in cell with vector inputs but lru, or a user cell whose "
+                     r"carry is its output\), got output_size=None and a hidden state of shape "
+                     r"LRUState\(re=\(4,\), im=\(4,\)\)$"):
     jaxrnn.rnn(jaxrnn.lru(H), zoneout=0.1)
   with pytest.raises(ValueError, match=r"^zoneout: the parallel method evaluates a linear "
                      r"recurrence without per-step carry mixing; use method='sequential' "
@@ -291,4 +311,4 @@ def test_errors():
   with pytest.raises(TypeError, match=r"^params: min_gru\(hidden_size=4\) expects "
                      r"MinGRUParams, got LSTMParams; were these params made by another cell or "
                      r"layer\?$"):
-    jaxrnn.rnn(cell).apply(jaxrnn.lstm(H).init_params(jax.random.key(0), D), jnp.ones((T, D)))
+    jaxrnn.rnn(cell).apply(ref.random_params(jaxrnn.lstm(H), 0), jnp.ones((T, D)))

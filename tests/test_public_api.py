@@ -119,7 +119,8 @@ def test_documented_fields():
   assert jaxrnn.Cell._fields == ("init_params", "init_carry", "cell_apply", "hidden_size",
                                  "output_size", "config", "input_ndim")
   assert jaxrnn.EngineSettings._fields == (
-      "unroll", "hoist_inputs", "in_place", "narrow_max_batch", "parallel_min_steps")
+      "unroll", "hoist_inputs", "in_place", "narrow_max_batch", "parallel_min_steps",
+      "wavefront_remat", "wavefront_segments", "wavefront_min_width")
   assert jaxrnn.Layer._fields[:3] == ("init_params", "apply", "init_carry")
   assert jaxrnn.LSTMState._fields == ("h", "c")
   assert jaxrnn.ReadoutParams._fields == ("W_hy", "b_y")
@@ -138,6 +139,14 @@ def test_documented_fields():
      r"^narrow_max_batch: expected an int >= 0, got -1$"),
     (dict(narrow_max_batch=True), ValueError,
      r"^narrow_max_batch: expected an int >= 0, got True$"),
+    (dict(parallel_min_steps=0), ValueError,
+     r"^parallel_min_steps: expected a positive int, got 0$"),
+    (dict(wavefront_remat=1.5), TypeError,
+     r"^wavefront_remat: expected a positive int, got float 1.5$"),
+    (dict(wavefront_segments=None), TypeError,
+     r"^wavefront_segments: expected a positive int, got NoneType None$"),
+    (dict(wavefront_min_width=0), ValueError,
+     r"^wavefront_min_width: expected a positive int, got 0$"),
     (dict(unroll=4), ValueError,
      r"^unroll: expected a pair of positive ints \(forward, backward\), got 4$"),
     (dict(unroll=(4, 0)), ValueError,

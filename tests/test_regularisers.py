@@ -23,12 +23,23 @@ def identity(z):
   return z
 
 
-def probe_params(cell_size, input_size, *, W_h=None, b_x=0.0):
-  """ElmanParams with W_x = 0, W_h = I (or given) and b_x constant."""
+def probe_params(cell_size, input_size, *, b_x=0.0):
+  """ElmanParams with W_x = 0, W_h = I and b_x constant (NumPy arrays of
+  JAX's default float dtype)."""
+  dtype = jax.dtypes.canonicalize_dtype(np.float64)
   return jaxrnn.ElmanParams(
-      jnp.zeros((input_size, cell_size)),
-      jnp.eye(cell_size) if W_h is None else W_h,
-      jnp.full((cell_size,), b_x), jnp.zeros((cell_size,)))
+      np.zeros((input_size, cell_size), dtype), np.eye(cell_size, dtype=dtype),
+      np.full((cell_size,), b_x, dtype), np.zeros((cell_size,), dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _mask_probe(size, rate, x64):
+  """The jitted probe of `dropout_mask` (one program per size, rate and
+  x64 setting: the mask's dtype follows the params')."""
+  del x64  # a key of the cache only
+  layer = jaxrnn.rnn(jaxrnn.elman(size, activation=identity), recurrent_dropout=rate)
+  return jax.jit(lambda params, key: layer.apply(params, jnp.zeros((2, 1)),
+                                                 carry=jnp.ones(size), key=key)[0])
 
 
 def dropout_mask(key, size, rate):
@@ -36,10 +47,8 @@ def dropout_mask(key, size, rate):
 
   Linear Elman cell, W_x = 0, W_h = I, h_0 = 1: h_1 = 1 ⊙ m = m.
   """
-  layer = jaxrnn.rnn(jaxrnn.elman(size, activation=identity), recurrent_dropout=rate)
-  ys, _ = layer.apply(probe_params(size, 1), jnp.zeros((2, 1)), carry=jnp.ones(size),
-                      key=key)
-  return ys
+  probe = _mask_probe(size, rate, jax.config.jax_enable_x64)
+  return np.asarray(probe(probe_params(size, 1), key))
 
 
 def test_recurrent_mask_is_one_per_sequence_with_the_right_rate():
@@ -54,29 +63,33 @@ def test_recurrent_mask_is_one_per_sequence_with_the_right_rate():
 
 
 def test_recurrent_dropout_reproducible_and_absent_without_key():
-  a = dropout_mask(jax.random.key(1), 64, 0.5)
-  b = dropout_mask(jax.random.key(1), 64, 0.5)
-  c = dropout_mask(jax.random.key(2), 64, 0.5)
+  a = dropout_mask(jax.random.key(1), WIDE, 0.3)
+  b = dropout_mask(jax.random.key(1), WIDE, 0.3)
+  c = dropout_mask(jax.random.key(2), WIDE, 0.3)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
   layer = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=0.5)
   plain = jaxrnn.rnn(jaxrnn.lstm(H))
   params = ref.random_params(plain, 3)
   xs = ref.random_xs(4)
-  ref.assert_tree_close(layer.apply(params, xs), plain.apply(params, xs), rtol=0, atol=0)
+  without_key, want = jax.jit(lambda p, x: (layer.apply(p, x), plain.apply(p, x)))(params, xs)
+  ref.assert_tree_close(without_key, want, rtol=0, atol=0)
+
+
+RATE = 0.4  # of the recurrent dropout checked against NumPy
 
 
 @pytest.mark.parametrize("method", ["auto", "reference"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_recurrent_dropout_against_numpy(kind, method):
   """Outputs and gradients with the mask read back from the probe."""
-  rate, key = 0.4, jax.random.key(5)
-  mask = np.asarray(dropout_mask(key, H, rate)[0], np.float64)
+  key = jax.random.key(5)
+  mask = np.asarray(dropout_mask(key, H, RATE)[0], np.float64)
   cell = jaxrnn.lstm(H) if kind == "lstm" else jaxrnn.gru(H)
   # Gal & Ghahramani: the mask on h_{t-1} in the products (for the GRU not
   # in z ⊙ h_{t-1}).
   step = functools.partial(ref.lstm_step if kind == "lstm" else ref.gru_step, h_mask=mask)
-  layer = jaxrnn.rnn(cell, recurrent_dropout=rate, method=method)
+  layer = jaxrnn.rnn(cell, recurrent_dropout=RATE, method=method)
   params = ref.random_params(cell, 6)
   carry = ref.random_like(cell.init_carry(), 7)
   xs = ref.random_xs(8)
@@ -86,24 +99,24 @@ def test_recurrent_dropout_against_numpy(kind, method):
   ref.assert_tree_close(tuple(c) if kind == "lstm" else c, want_c)
 
 
-@pytest.mark.parametrize("method", ["auto", "reference"])
-def test_recurrent_dropout_gradients_match_numpy(method, x64):
+def test_recurrent_dropout_gradients_match_numpy(x64):
   """A vmapped minibatch, one key per example: the gradient of every
   parameter along random directions against central differences of the
-  NumPy LSTM with each example's mask (read back from the probe)."""
-  rate = 0.3
-  layer = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=rate, method=method)
-  params = ref.random_params(layer, 9, dtype=jnp.float64)
+  NumPy LSTM with each example's mask (read back from the probe), on the
+  default (fused) path and the reference path, one program."""
+  methods = ("auto", "reference")
+  layers = [jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=RATE, method=m) for m in methods]
+  params = ref.random_params(layers[0], 9, dtype=jnp.float64)
   xs = ref.random_xs(10, dtype=np.float64)
-  keys = jax.random.split(jax.random.key(11), 3)
-  batch = jnp.stack([xs, -xs, 2 * xs])
+  keys = [jax.random.key(11 + k) for k in range(3)]
+  batch = np.stack([xs, -xs, 2 * xs])
   lengths = [T, 2, 0]
-  masks = [np.asarray(dropout_mask(k, H, rate)[0], np.float64) for k in keys]
+  masks = [np.asarray(dropout_mask(k, H, RATE)[0], np.float64) for k in keys]
   assert not np.array_equal(masks[0], masks[1])
 
-  def loss(p):
+  def loss(p, keys, layer):
     ys, _ = jax.vmap(layer.apply, in_axes=(None, 0))(p, batch, length=jnp.asarray(lengths),
-                                                     key=keys)
+                                                     key=jnp.stack(keys))
     return jnp.sum(jnp.sin(ys))
 
   def loss_np(p):
@@ -114,27 +127,37 @@ def test_recurrent_dropout_gradients_match_numpy(method, x64):
       total += np.sum(np.sin(ys))
     return total
 
-  value, grads = jax.jit(jax.value_and_grad(loss))(params)
+  results = jax.jit(lambda p, keys: [jax.value_and_grad(loss)(p, keys, layer)
+                                     for layer in layers])(params, keys)
   p_np = ref.np_params(params)
-  np.testing.assert_allclose(value, loss_np(p_np), rtol=1e-12)
+  want = loss_np(p_np)
   rng = np.random.default_rng(12)
   eps = 1e-6
-  for name, g in grads._asdict().items():
-    if g is None:
-      continue
-    d = rng.standard_normal(g.shape)
-    fd = (loss_np(dict(p_np, **{name: p_np[name] + eps * d}))
-          - loss_np(dict(p_np, **{name: p_np[name] - eps * d}))) / (2 * eps)
-    np.testing.assert_allclose(np.sum(np.asarray(g) * d), fd, rtol=1e-7, atol=1e-9,
-                               err_msg=name)
+  directions = {k: rng.standard_normal(v.shape) for k, v in p_np.items() if v is not None}
+  fd = {k: (loss_np(dict(p_np, **{k: p_np[k] + eps * d}))
+            - loss_np(dict(p_np, **{k: p_np[k] - eps * d}))) / (2 * eps)
+        for k, d in directions.items()}
+  for method, (value, grads) in zip(methods, results):
+    np.testing.assert_allclose(value, want, rtol=1e-12, err_msg=method)
+    for name, d in directions.items():
+      np.testing.assert_allclose(np.sum(np.asarray(getattr(grads, name)) * d), fd[name],
+                                 rtol=1e-7, atol=1e-9, err_msg=f"{name}, {method}")
+
+
+@functools.lru_cache(maxsize=None)
+def _counter(zoneout, size, with_key):
+  layer = jaxrnn.rnn(jaxrnn.elman(size, activation=identity), zoneout=zoneout)
+  if with_key:
+    return jax.jit(lambda p, xs, key: layer.apply(p, xs, key=key)[0])
+  return jax.jit(lambda p, xs, key: layer.apply(p, xs)[0])
 
 
 def counter_run(zoneout, key, steps=6, size=WIDE):
   """Linear Elman with W_h = I, b = 1: the candidate is h_{t-1} + 1, so each
   increment h_t - h_{t-1} is 1 where the unit was updated and 0 where it
   was zoned out (with a key), or 1 - p (the expectation) without one."""
-  layer = jaxrnn.rnn(jaxrnn.elman(size, activation=identity), zoneout=zoneout)
-  ys, _ = layer.apply(probe_params(size, 1, b_x=1.0), jnp.zeros((steps, 1)), key=key)
+  run = _counter(zoneout, size, key is not None)
+  ys = run(probe_params(size, 1, b_x=1.0), jnp.zeros((steps, 1)), key)
   return np.diff(np.concatenate([np.zeros((1, size)), np.asarray(ys)]), axis=0)
 
 
@@ -169,7 +192,7 @@ def test_lstm_zoneout_expectation_against_numpy():
     c = 0.5 * state[1] + 0.5 * c_new
     return (h, c), h
 
-  ys, c = layer.apply(params, xs, length=4, carry=carry)
+  ys, c = jax.jit(lambda p, x, c: layer.apply(p, x, length=4, carry=c))(params, xs, carry)
   want_ys, want_c = ref.run(step, ref.np_params(params), xs, ref.np_carry(carry), H, 4)
   ref.assert_tree_close(ys, want_ys)
   ref.assert_tree_close(tuple(c), want_c)
@@ -180,34 +203,40 @@ def test_zoneout_keeps_padding_guarantees_and_gradients():
   params = ref.random_params(layer, 15)
   xs = ref.random_xs(16)
   key = jax.random.key(3)
-  a, ca = layer.apply(params, xs, length=3, key=key)
-  b, cb = layer.apply(params, xs.at[3:].set(jnp.nan), length=3, key=key)
+  apply = lambda x: layer.apply(params, x, length=3, key=key)
+
+  @jax.jit
+  def program(xs):
+    junk = xs.at[3:].set(jnp.nan)
+    return apply(xs), apply(junk), jax.grad(lambda x: jnp.sum(apply(x)[0]))(junk)
+
+  (a, ca), (b, cb), g = program(xs)
   ref.assert_tree_close((a, ca), (b, cb), rtol=0, atol=0)
-  assert bool(jnp.all(a[3:] == 0))
-  g = jax.grad(lambda x: jnp.sum(layer.apply(params, x, length=3, key=key)[0]))(
-      xs.at[3:].set(jnp.nan))
-  assert bool(jnp.all(jnp.isfinite(g))) and bool(jnp.all(g[3:] == 0))
+  np.testing.assert_array_equal(a[3:], 0)
+  assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[3:] == 0)
 
 
 def test_stack_dropout_between_layers():
   """Two identity readouts: the output is x ⊙ mask / (1 - p) per step and unit."""
   rate, size = 0.5, 400
   net = jaxrnn.stack(jaxrnn.readout(size), jaxrnn.readout(size), dropout=rate)
+  # No dropout after the last layer.
+  single = jaxrnn.stack(jaxrnn.readout(size), dropout=rate)
   eye = jaxrnn.ReadoutParams(jnp.eye(size), jnp.zeros(size))
   xs = jnp.ones((6, size))
-  ys, _ = net.apply((eye, eye), xs, length=5, key=jax.random.key(0))
-  ys = np.asarray(ys)
+
+  @jax.jit
+  def program(key):
+    return (net.apply((eye, eye), xs, length=5, key=key)[0],
+            net.apply((eye, eye), xs, length=5)[0], single.apply((eye,), xs, key=key)[0])
+
+  ys, clean, out = map(np.asarray, program(jax.random.key(0)))
   assert set(np.unique(ys[:5])) <= {0.0, 2.0}
   assert np.all(ys[5] == 0)
   assert abs(np.mean(ys[:5] == 0) - rate) < 4 * np.sqrt(0.25 / ys[:5].size)
   assert not np.array_equal(ys[0], ys[1])  # fresh per step
-  again, _ = net.apply((eye, eye), xs, length=5, key=jax.random.key(0))
-  np.testing.assert_array_equal(ys, again)
-  clean, _ = net.apply((eye, eye), xs, length=5)
+  np.testing.assert_array_equal(ys, program(jax.random.key(0))[0])
   np.testing.assert_array_equal(clean[:5], np.ones((5, size)))
-  # No dropout after the last layer.
-  single = jaxrnn.stack(jaxrnn.readout(size), dropout=rate)
-  out, _ = single.apply((eye,), xs, key=jax.random.key(0))
   np.testing.assert_array_equal(out, xs)
 
 
@@ -216,21 +245,23 @@ def test_keys_reach_every_layer_and_direction_under_vmap():
       jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), recurrent_dropout=0.5,
                            zoneout=0.2),
       jaxrnn.rnn(jaxrnn.gru(H), recurrent_dropout=0.5), jaxrnn.readout(2), dropout=0.5)
-  params = net.init_params(jax.random.key(0), D)
-  xs = jnp.stack([ref.random_xs(1)] * 2)
-  apply = jax.jit(jax.vmap(net.apply, in_axes=(None, 0)))
-  keys = jax.random.split(jax.random.key(7), 2)
-  ys, _ = apply(params, xs, key=keys)
-  assert not np.allclose(ys[0], ys[1])  # different keys, different masks
-  ys2, _ = apply(params, xs, key=keys)
-  np.testing.assert_array_equal(ys, ys2)
-  same, _ = apply(params, xs, key=jnp.stack([keys[0], keys[0]]))
-  np.testing.assert_array_equal(same[0], same[1])
-  ev, _ = jax.vmap(net.apply, in_axes=(None, 0))(params, xs)
   plain = jaxrnn.stack(
       jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), zoneout=0.2),
       jaxrnn.rnn(jaxrnn.gru(H)), jaxrnn.readout(2))
-  pv, _ = jax.vmap(plain.apply, in_axes=(None, 0))(params, xs)
+  params = ref.random_params(net, 0)
+  xs = np.stack([ref.random_xs(1)] * 2)
+  apply = jax.jit(lambda p, x, keys: jax.vmap(net.apply, in_axes=(None, 0))(
+      p, x, key=jnp.stack(keys)))
+  keys = [jax.random.key(7), jax.random.key(8)]
+  ys, _ = apply(params, xs, keys)
+  assert not np.allclose(ys[0], ys[1])  # different keys, different masks
+  ys2, _ = apply(params, xs, keys)
+  np.testing.assert_array_equal(ys, ys2)
+  same, _ = apply(params, xs, [keys[0], keys[0]])
+  np.testing.assert_array_equal(same[0], same[1])
+  # Without keys: the expectation of zoneout and no dropout, as `plain`.
+  ev, pv = jax.jit(lambda p, x: [jax.vmap(layer.apply, in_axes=(None, 0))(p, x)[0]
+                                 for layer in (net, plain)])(params, xs)
   np.testing.assert_allclose(ev, pv, rtol=1e-6, atol=1e-7)
 
 
@@ -261,10 +292,11 @@ def test_bidirectional_directions_draw_their_own_masks():
   p = probe_params(PROBE, 1)
   params = jaxrnn.BidirectionalParams(p, p)
   ones = jaxrnn.BidirectionalCarry(jnp.ones(PROBE), jnp.ones(PROBE))
-  apply = jax.jit(lambda key: layer.apply(params, jnp.zeros((1, 1)), carry=ones, key=key)[0])
+  apply = jax.jit(lambda key: (layer.apply(params, jnp.zeros((1, 1)), carry=ones, key=key)[0],
+                               layer.apply(params, jnp.zeros((1, 1)), carry=ones)[0]))
   masks = {}
   for seed in (0, 1):
-    ys = np.asarray(apply(jax.random.key(seed)))
+    ys, no_key = map(np.asarray, apply(jax.random.key(seed)))
     m_f, m_b = ys[0, :PROBE], ys[0, PROBE:]
     _assert_mask(m_f, f"forward, key {seed}")
     _assert_mask(m_b, f"backward, key {seed}")  # fails if it got no key
@@ -272,7 +304,6 @@ def test_bidirectional_directions_draw_their_own_masks():
     masks[seed] = (m_f, m_b)
   for half in (0, 1):
     assert not np.array_equal(masks[0][half], masks[1][half])
-  no_key, _ = layer.apply(params, jnp.zeros((1, 1)), carry=ones)
   np.testing.assert_array_equal(no_key, 1.0)
 
 
@@ -302,9 +333,10 @@ def test_regulariser_on_one_layer_of_a_stack():
                      jaxrnn.readout(2))
   params = ref.random_params(net, 40)
   xs = ref.random_xs(41)
-  apply = jax.jit(lambda key: net.apply(params, xs, length=4, key=key))
-  (ys_a, c_a), (ys_b, c_b) = apply(jax.random.key(0)), apply(jax.random.key(1))
-  ys_n, c_n = jax.jit(lambda: net.apply(params, xs, length=4))()
+  apply = jax.jit(lambda key: (net.apply(params, xs, length=4, key=key),
+                               net.apply(params, xs, length=4)))
+  (ys_a, c_a), (ys_n, c_n) = apply(jax.random.key(0))
+  (ys_b, c_b), _ = apply(jax.random.key(1))
   ref.assert_tree_close(c_a[0], c_n[0], rtol=0, atol=0)  # deterministic layer
   ref.assert_tree_close(c_b[0], c_n[0], rtol=0, atol=0)
   for other in (c_b[1], c_n[1]):
@@ -313,21 +345,29 @@ def test_regulariser_on_one_layer_of_a_stack():
     assert np.max(np.abs(np.asarray(ys_a) - np.asarray(other))) > 1e-3
 
 
+@functools.lru_cache(maxsize=None)
+def _one_direction_program():
+  """The bidirectional layer of the next test, with and without a key."""
+  layer = jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), recurrent_dropout=0.5)
+  return layer, jax.jit(lambda p, xs, carry, key: (
+      layer.apply(p, xs, length=4, carry=carry, key=key)[0],
+      layer.apply(p, xs, length=4, carry=carry)[0]))
+
+
 @pytest.mark.parametrize("stochastic", ["forward", "backward"])
 def test_regulariser_on_one_direction_of_a_bidirectional(stochastic):
   """Recurrent dropout on both directions, but W_h = 0 in one of them (the
   mask then multiplies nothing): that half ignores the key, the other half
   follows it, also when it runs backward."""
-  layer = jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), recurrent_dropout=0.5)
+  layer, apply = _one_direction_program()
   params = ref.random_params(layer, 42)
   quiet = "backward" if stochastic == "forward" else "forward"
   part = getattr(params, quiet)
   params = params._replace(**{quiet: part._replace(W_h=jnp.zeros_like(part.W_h))})
   xs = ref.random_xs(43)
   carry = ref.random_like(layer.init_carry(), 44)  # non-zero: the mask acts at every step
-  apply = jax.jit(lambda key: layer.apply(params, xs, length=4, carry=carry, key=key)[0])
-  ys_a, ys_b = apply(jax.random.key(0)), apply(jax.random.key(1))
-  ys_n = jax.jit(lambda: layer.apply(params, xs, length=4, carry=carry)[0])()
+  (ys_a, ys_n), (ys_b, _) = (apply(params, xs, carry, jax.random.key(0)),
+                             apply(params, xs, carry, jax.random.key(1)))
   moving = slice(0, H) if stochastic == "forward" else slice(H, 2 * H)
   still = slice(H, 2 * H) if stochastic == "forward" else slice(0, H)
   np.testing.assert_array_equal(ys_a[:, still], ys_n[:, still])
@@ -358,7 +398,7 @@ def test_bad_rates_and_keys():
                      r"min_lstm, lru\)$"):
     jaxrnn.rnn(user_cell, recurrent_dropout=0.1)
   layer = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=0.1)
-  params = layer.init_params(jax.random.key(0), D)
+  params = ref.random_params(layer, 0)
   with pytest.raises(TypeError, match=r"^key: expected a PRNG key from jax\.random\.key \(or "
                      r"a raw uint32 key of shape \(2,\)\), got int$"):
     layer.apply(params, jnp.ones((T, D)), key=3)

@@ -11,8 +11,14 @@ of vmap, vmap over params (ensembles), jit, jax.checkpoint and sharded jit;
 with and without lengths (0 and T included, NaN in the padding); under the
 CPU's and the GPU's engine settings, with the narrow inference form off for
 this batch, and with ``remat``.
+
+Compilation is what this file costs, so the cases are chosen, not
+multiplied out (the reasons are at `CASES`), and the plain side of each
+(layer, lengths) pair is compiled once per process (`_plain`) and compared
+with every configuration of the fast side.
 """
 
+import functools
 import itertools
 
 import jax
@@ -29,6 +35,9 @@ B, T, D, H = 3, 5, 2, 3
 LENGTHS = np.array([T, 2, 0])
 tree_leaves = jax.tree_util.tree_leaves
 tree_map = jax.tree_util.tree_map
+
+# The tests of this file share compiled reference programs: one worker.
+pytestmark = pytest.mark.xdist_group("transformations")
 
 LAYERS = {
     "lstm": lambda **o: jaxrnn.rnn(jaxrnn.lstm(H), **o),
@@ -147,45 +156,91 @@ def _transforms(params, xs, lengths):
   }
 
 
-# Every layer with and without lengths under the defaults (the reversed
-# relu Elman layer with lengths only); lstm and the stack with lengths also
-# under the other configurations, and elman with remat.
-CASES = ([(name, with_length, "defaults") for name in LAYERS for with_length in (False, True)
-          if with_length or name != "elman_relu_reverse"]
-         + [(name, True, config) for name in ("lstm", "stack")
-            for config in CONFIGS if config != "defaults"]
-         + [("elman", True, "remat")])
+EVERY = ("value", "grad", "value_and_grad", "vjp", "jvp", "jacfwd_xs", "jacrev_xs",
+         "hessian_xs", "hessian_W_h", "hvp", "grad_of_grad", "vmap_of_grad",
+         "hessian_of_one_example", "vmap_of_grad_of_grad", "grad_of_grad_under_map",
+         "vmap_over_params", "jit", "checkpoint", "sharded_jit")
+# What each configuration changes, and the transformations that reach it:
+# the loop forms and unrolls change the forward loop (the value, and the
+# forward scan of the JVP rule), the tangent scan and its transpose (first
+# and second order, forward and reverse); the narrow form is the inference
+# loop alone (the value; and derivatives must still bypass it); remat puts
+# the layer under jax.checkpoint inside a scan, where partial evaluation
+# meets the custom JVP (second order of one example, and under lax.map).
+LOOPS = ("value", "value_and_grad", "jvp", "hvp", "grad_of_grad", "vmap_of_grad",
+         "checkpoint")
+SECOND_ORDER = ("value", "value_and_grad", "jvp", "hvp", "grad_of_grad", "checkpoint",
+                "hessian_of_one_example", "vmap_of_grad_of_grad", "grad_of_grad_under_map")
+# Compiling a transformation costs in proportion to the layer's scans, and
+# the engine runs every layer through the same custom JVP; so every
+# transformation runs on each cell with a hand-written tangent (lstm with
+# lengths, gru and tanh elman without, relu elman reversed with lengths),
+# and the layers built from them (bidirectional, stack: keys, merges,
+# reversal of each direction, layer l feeding l + 1) run the transformations
+# of first order and the Hessian-vector product. Each other configuration
+# runs on the LSTM with lengths, with the transformations that reach what
+# it changes, and the narrow form and remat once more on a layer of another
+# shape (pairwise: every configuration meets every path it touches once).
+FIRST_ORDER = ("value", "value_and_grad", "jvp", "vmap_of_grad", "hvp")
+CASES = (
+    [("lstm", True, "defaults", EVERY),
+     ("gru", False, "defaults", EVERY),
+     ("elman", False, "defaults", EVERY),
+     ("elman_relu_reverse", True, "defaults", EVERY),
+     ("bidirectional", True, "defaults", FIRST_ORDER),
+     ("stack", True, "defaults", FIRST_ORDER),
+     ("lstm", True, "gpu-table", LOOPS),
+     ("lstm", True, "unroll-1", LOOPS),
+     ("lstm", True, "narrow-up-to-1", ("value", "value_and_grad", "vmap_over_params",
+                                       "vmap_of_grad")),
+     ("stack", True, "narrow-up-to-1", ("value",)),
+     ("lstm", True, "remat", SECOND_ORDER),
+     ("elman", True, "remat", SECOND_ORDER)])
+
+
+def _all_of(layer, transforms, lengths, names):
+  """The transformations ``names`` of ``layer``'s loss, in one compiled
+  program (dispatching them eagerly costs more than compiling them
+  together)."""
+  loss, one = _loss(layer, lengths)
+  return jax.jit(lambda: {n: transforms[n](loss, one) for n in names})()
+
+
+@functools.lru_cache(maxsize=None)
+def _plain(name, with_length):
+  """The reference path's transformations that some case of (``name``,
+  ``with_length``) needs, compiled once per process (called with float64
+  on)."""
+  plain = LAYERS[name](method="reference")
+  params, xs, lengths = _data(plain, with_length)
+  transforms = _transforms(params, xs, lengths)
+  assert sorted(transforms) == sorted(EVERY)
+  names = sorted({t for n, w, _, ts in CASES if (n, w) == (name, with_length) for t in ts})
+  return _all_of(plain, transforms, lengths, names)
 
 
 @pytest.mark.parametrize(
-    "name, with_length, config", CASES,
-    ids=[f"{n}-{'lengths' if w else 'full'}-{c}" for n, w, c in CASES])
-def test_every_transformation_matches_plain_autodiff(x64, name, with_length, config):
+    "name, with_length, config, names", CASES,
+    ids=[f"{n}-{'lengths' if w else 'full'}-{c}" for n, w, c, _ in CASES])
+def test_every_transformation_matches_plain_autodiff(x64, name, with_length, config, names):
   settings, options = CONFIGS[config]
-  fast, plain = LAYERS[name](**options), LAYERS[name](method="reference")
+  fast = LAYERS[name](**options)
   params, xs, lengths = _data(fast, with_length)
-  transforms = _transforms(params, xs, lengths)
-
-  # All transformations of one loss in one compiled program (dispatching
-  # them eagerly costs more than compiling them together).
-  def all_of(layer):
-    loss, one = _loss(layer, lengths)
-    return jax.jit(lambda: {n: t(loss, one) for n, t in transforms.items()})()
-
   with jaxrnn.engine_settings(**settings):
-    got_all, want_all = all_of(fast), all_of(plain)
-  for tname in transforms:
+    got_all = _all_of(fast, _transforms(params, xs, lengths), lengths, names)
+  want_all = _plain(name, with_length)
+  for tname in names:
     got, want = tree_leaves(got_all[tname]), tree_leaves(want_all[tname])
     assert len(got) == len(want) and all(np.all(np.isfinite(g)) for g in got), tname
     for g, w in zip(got, want):
       np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-8, err_msg=f"{name} {tname}")
 
 
+# Two options per program: each is independent of the other's code.
 OPTIONS = {
-    "dropout-zoneout-key": dict(recurrent_dropout=0.3, zoneout=0.2),
-    "zoneout-expectation": dict(zoneout=jaxrnn.LSTMState(h=0.1, c=0.4)),
-    "remat": dict(remat=2),
-    "learned-carry": dict(learned_carry=True),
+    "dropout-zoneout-key-remat": dict(recurrent_dropout=0.3, zoneout=0.2, remat=2),
+    "zoneout-expectation-learned-carry": dict(zoneout=jaxrnn.LSTMState(h=0.1, c=0.4),
+                                              learned_carry=True),
 }
 
 
@@ -200,7 +255,7 @@ def test_options_on_the_fused_path_match_the_reference(x64, option):
   params, xs, lengths = _data(fast, True)
   reset = jnp.asarray(np.array([[1, 0, 1, 0, 0], [0, 0, 1, 0, 1], [0, 1, 0, 0, 0]], bool))
   keys = jax.random.split(jax.random.key(3), B)
-  use_key = option == "dropout-zoneout-key"
+  use_key = option == "dropout-zoneout-key-remat"
 
   def loss(layer):
     def f(params, xs):
@@ -242,51 +297,63 @@ FORM_CELLS = {
 }
 
 
-@pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("cell_name", FORM_CELLS)
-def test_both_forms_of_the_forward_loop_match_the_reference(x64, form, cell_name):
+def _form_outputs(layer):
+  """Values unbatched, at batches of one and three and under vmap over
+  params, and gradients through ``jax.checkpoint``, in one program."""
+  params, xs, lengths = _data(layer, True)
+  reset = jnp.asarray(np.array([[0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 1, 0]], bool))
+  ensemble = tree_map(lambda a: jnp.stack([a, 0.5 * a]), params)
+  one = lambda p, x, n, r: layer.apply(p, x, length=n, reset=r)
+  batch = lambda p, x, n, r: jax.vmap(one, in_axes=(None, 0, 0, 0))(p, x, n, r)
+  # Weights per step and unit: a batch axis out of place would not
+  # broadcast against them (a plain sum would not notice).
+  weights = jnp.cos(1.0 + jnp.arange(T * H)).reshape(T, H)
+  loss = lambda p: jnp.sum(jax.vmap(
+      lambda x, n, r: jnp.sin(one(p, x, n, r)[0]) * weights)(xs, lengths, reset))
+  full = jnp.nan_to_num(xs)
+  loss_full = lambda p: jnp.sum(jax.vmap(
+      lambda x: jnp.sin(layer.apply(p, x)[0]) * weights)(full))
+  return jax.jit(lambda: dict(
+      unbatched=one(params, xs[0], lengths[0], reset[0]),
+      batch1=batch(params, xs[:1], lengths[:1], reset[:1]),
+      batch3=batch(params, xs, lengths, reset),
+      ensemble=jax.vmap(batch, in_axes=(0, None, None, None))(
+          ensemble, xs, lengths, reset),
+      checkpoint_grad=jax.grad(jax.checkpoint(loss))(params),
+      checkpoint_grad_full=jax.grad(jax.checkpoint(loss_full))(params)))()
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_form_outputs(cell_name, reverse):
+  return _form_outputs(jaxrnn.rnn(FORM_CELLS[cell_name](), reverse=reverse,
+                                  method="reference"))
+
+
+# Every form meets every cell (the cells differ in what the loops read:
+# hand-written tangents or not, one summed pre-activation or two, hoisting
+# in the narrow form); each form and each cell runs both directions.
+FORM_CASES = [(form, cell_name, (i + j) % 2 == 1)
+              for i, form in enumerate(FORMS) for j, cell_name in enumerate(FORM_CELLS)]
+
+
+@pytest.mark.parametrize("form, cell_name, reverse", FORM_CASES,
+                         ids=[f"{f}-{c}-{'reverse' if r else 'forward'}"
+                              for f, c, r in FORM_CASES])
+def test_both_forms_of_the_forward_loop_match_the_reference(x64, form, cell_name, reverse):
   """The forward loop stacks its outputs or writes them in place
   (``in_place``), and narrow batches may run a form of their own
   (``narrow_max_batch``); either way the values agree with the reference
   scan unbatched, at batches of one and three and under vmap over params,
-  with lengths, resets and reversal, and so do the gradients of a loss
-  taken through ``jax.checkpoint`` (where the outputs' batch axis under
-  vmap comes from the primal of the fused path's custom JVP and must match
-  its rule's)."""
-  for reverse in (False, True):
-    fast = jaxrnn.rnn(FORM_CELLS[cell_name](), reverse=reverse)
-    plain = jaxrnn.rnn(FORM_CELLS[cell_name](), reverse=reverse, method="reference")
-    params, xs, lengths = _data(fast, True)
-    reset = jnp.asarray(np.array([[0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 1, 0]], bool))
-    ensemble = tree_map(lambda a: jnp.stack([a, 0.5 * a]), params)
-
-    def outputs(layer):
-      one = lambda p, x, n, r: layer.apply(p, x, length=n, reset=r)
-      batch = lambda p, x, n, r: jax.vmap(one, in_axes=(None, 0, 0, 0))(p, x, n, r)
-      # Weights per step and unit: a batch axis out of place would not
-      # broadcast against them (a plain sum would not notice).
-      weights = jnp.cos(1.0 + jnp.arange(T * H)).reshape(T, H)
-      loss = lambda p: jnp.sum(jax.vmap(
-          lambda x, n, r: jnp.sin(one(p, x, n, r)[0]) * weights)(xs, lengths, reset))
-      full = jnp.nan_to_num(xs)
-      loss_full = lambda p: jnp.sum(jax.vmap(
-          lambda x: jnp.sin(layer.apply(p, x)[0]) * weights)(full))
-      return jax.jit(lambda: dict(
-          unbatched=one(params, xs[0], lengths[0], reset[0]),
-          batch1=batch(params, xs[:1], lengths[:1], reset[:1]),
-          batch3=batch(params, xs, lengths, reset),
-          ensemble=jax.vmap(batch, in_axes=(0, None, None, None))(
-              ensemble, xs, lengths, reset),
-          checkpoint_grad=jax.grad(jax.checkpoint(loss))(params),
-          checkpoint_grad_full=jax.grad(jax.checkpoint(loss_full))(params)))()
-
-    with jaxrnn.engine_settings(**FORMS[form]):
-      got = outputs(fast)
-    want = outputs(plain)
-    for key in want:
-      for g, w in zip(tree_leaves(got[key]), tree_leaves(want[key])):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12,
-                                   err_msg=f"{form} {key} reverse={reverse}")
+  with lengths and resets, and so do the gradients of a loss taken through
+  ``jax.checkpoint`` (where the outputs' batch axis under vmap comes from
+  the primal of the fused path's custom JVP and must match its rule's)."""
+  with jaxrnn.engine_settings(**FORMS[form]):
+    got = _form_outputs(jaxrnn.rnn(FORM_CELLS[cell_name](), reverse=reverse))
+  want = _plain_form_outputs(cell_name, reverse)
+  for key in want:
+    for g, w in zip(tree_leaves(got[key]), tree_leaves(want[key])):
+      np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12,
+                                 err_msg=f"{form} {key} reverse={reverse}")
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -305,11 +372,11 @@ def test_an_empty_sequence_in_either_form(form):
 
 @pytest.mark.parametrize("read_in_place", [False, True])
 def test_the_in_place_loop_matches_a_python_loop(x64, read_in_place):
-  """`steps.scan` (outputs written by index; with ``read_in_place`` inputs
+  """`inference.scan` (outputs written by index; with ``read_in_place`` inputs
   read by index, in blocks of up to ``unroll`` steps that divide T) against
   a Python loop over the same step, in both directions, unbatched and under
   vmap, for T with and without divisors up to ``unroll``."""
-  from jaxrnn._src.engine import steps as steps_lib
+  from jaxrnn._src.engine import inference
 
   def body(c, x):
     new = jnp.tanh(c * 0.9 + x[0] - x[1])
@@ -325,10 +392,10 @@ def test_the_in_place_loop_matches_a_python_loop(x64, read_in_place):
   for num_steps, unroll, reverse in itertools.product((6, 7), (1, 3, 4), (False, True)):
     xs = jnp.asarray(rng.standard_normal((2, num_steps, 2)))
     carry = jnp.asarray([0.3, -0.2])
-    got = jax.jit(jax.vmap(lambda c, x: steps_lib.scan(
+    got = jax.jit(jax.vmap(lambda c, x: inference.scan(
         body, c, x, reverse=reverse, unroll=unroll, read_in_place=read_in_place)))(carry, xs)
     want = [python_loop(carry[b], xs[b], reverse) for b in range(2)]
-    one = steps_lib.scan(body, carry[0], xs[0], reverse=reverse, unroll=unroll,
+    one = inference.scan(body, carry[0], xs[0], reverse=reverse, unroll=unroll,
                          read_in_place=read_in_place)
     for g, w, o in zip(tree_leaves(got), tree_leaves(tree_map(lambda *a: jnp.stack(a), *want)),
                        tree_leaves(one)):

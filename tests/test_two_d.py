@@ -1,13 +1,41 @@
 """2-D recurrence: lstm2d and elman2d cells, rnn2d (wavefront and reference
-double scan), multidirectional and renet.
+double scan), multidirectional, renet, and 2-D layers in a stack.
 
-The cells are checked against float64 NumPy double loops written here from
-the equations; the layer against a Python double loop over ``cell_apply``;
-the wavefront against the double scan; shapes with NaN outside the valid
-region against the cropped images.
+What is compared with what:
+
+- every rnn2d output and final carry against float64 NumPy double loops
+  written here from the cells' equations (`numpy_rnn2d`: the valid region
+  cropped, reversed axes flipped, the loop run, flipped back, zeros
+  outside), so reversal per axis, borders, valid regions, tall images and
+  the wavefront's segments meet an independent reference; renet against
+  `reference.run_bidirectional` along rows, then columns;
+- gradients with NaN outside the valid regions against those of each
+  cropped, flipped image run by the plain layer (no region, no reverse),
+  whose outputs the NumPy loops check; and, final carry included, against
+  central finite differences and forward mode;
+- causality and the four corners' reach through Jacobians;
+- every error message: the argument, what was expected, what was given.
+
+Cost: a test's cost is the programs it compiles, so each group of checks
+compiles ONE program, held by a module-scoped fixture and asserted on by
+several tests: `forward`, `junk`, `finite_differences`, `jacobians`,
+`renet_run` and `stack_run`. Params are random numbers in the structure
+that ``init_params`` returns when traced abstractly (the initialisers,
+tested once in `test_lstm2d_init`, compile nothing elsewhere). Images are
+the smallest that still test a point: 3 x 4 and 4 x 3 for the equations, a
+single row and column, 5 x 8 and 8 x 5 cut into several scans, batches of
+5 x 6 for regions. float64 is on for the whole module: every check
+compares at 1e-12 or takes finite differences.
+
+Combinations are pairwise, not full products (`JUNK_CASES`, `ELMAN_RUNS`):
+the two methods see a reversed axis only through `scan2d`'s flips of the
+valid region, before and after the loop; only the wavefront transposes a
+tall image, after those flips; ``remat`` changes only how the backward
+pass is computed; an activation is the cell's alone. No bug needs three of
+these factors at once, so each pair of their values appears in some case.
 """
 
-import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -15,23 +43,34 @@ import numpy as np
 import pytest
 
 import jaxrnn
+import reference as ref
+from jaxrnn._src.engine import remat as remat_lib
 from jaxrnn._src.engine import wavefront as wavefront_lib
 
 CORNERS = ((False, False), (False, True), (True, False), (True, True))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def x64_module():
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", False)
+
+
+# ---------------------------------------------------------------------------
+# Independent references (float64 NumPy, from the equations).
 
 
 def _sigmoid(z):
   return 1.0 / (1.0 + np.exp(-z))
 
 
-# ---------------------------------------------------------------------------
-# Independent references.
-
-
 def numpy_lstm2d(params, xs, border=None):
-  """Graves et al.'s 2-D LSTM, gate order (i, f_up, f_left, g, o), float64."""
+  """Graves et al.'s 2-D LSTM, gate order (i, f_up, f_left, g, o): ``(ys,
+  (h, c))`` with the carry at the last position (the border if empty)."""
   W_x, W_up, W_left, b_x, b_h = (np.asarray(a, np.float64) for a in params)
-  xs = np.asarray(xs, np.float64)
   R, C, _ = xs.shape
   H = W_up.shape[0]
   h = np.zeros((R + 1, C + 1, H))  # row/column 0: the border
@@ -50,165 +89,185 @@ def numpy_lstm2d(params, xs, border=None):
   return h[1:, 1:], (h[R, C], c[R, C])
 
 
-def numpy_elman2d(params, xs, phi=np.tanh):
-  W_x, W_up, W_left, b_x, b_h = (np.asarray(a, np.float64) for a in params)
+def numpy_elman2d(phi):
+  """The 2-D Elman cell with activation ``phi``, as `numpy_lstm2d`."""
+
+  def run(params, xs, border=None):
+    W_x, W_up, W_left, b_x, b_h = (np.asarray(a, np.float64) for a in params)
+    R, C, _ = xs.shape
+    h = np.zeros((R + 1, C + 1, W_up.shape[0]))
+    if border is not None:
+      h[0, :], h[:, 0] = border, border
+    for i in range(1, R + 1):
+      for j in range(1, C + 1):
+        h[i, j] = phi(xs[i - 1, j - 1] @ W_x + b_x + h[i - 1, j] @ W_up
+                      + h[i, j - 1] @ W_left + b_h)
+    return h[1:, 1:], (h[R, C],)
+
+  return run
+
+
+def numpy_rnn2d(equation, params, xs, *, reverse=(False, False), shape=None, border=None):
+  """`rnn2d`'s meaning: ``(ys, final carry leaves)`` of ``equation`` run over
+  the valid region ``shape`` with the reversed axes flipped; zeros outside."""
   xs = np.asarray(xs, np.float64)
-  R, C, _ = xs.shape
-  h = np.zeros((R + 1, C + 1, W_up.shape[0]))
-  for i in range(1, R + 1):
-    for j in range(1, C + 1):
-      h[i, j] = phi(xs[i - 1, j - 1] @ W_x + b_x + h[i - 1, j] @ W_up
-                    + h[i, j - 1] @ W_left + b_h)
-  return h[1:, 1:]
-
-
-def loop_layer(cell, params, xs, *, reverse=(False, False), border=None):
-  """A Python double loop over ``cell_apply`` (whole image), flips around it."""
-  if reverse[0]:
-    xs = xs[::-1]
-  if reverse[1]:
-    xs = xs[:, ::-1]
   R, C = xs.shape[:2]
-  border = cell.init_carry(xs.dtype) if border is None else border
-  carries, ys = {}, np.zeros((R, C), object)
-  for i in range(R):
-    for j in range(C):
-      up = carries.get((i - 1, j), border)
-      left = carries.get((i, j - 1), border)
-      carries[i, j], ys[i, j] = cell.cell_apply(params, (up, left), xs[i, j])
-  ys = jnp.stack([jnp.stack(list(row)) for row in ys])
-  if reverse[0]:
-    ys = ys[::-1]
-  if reverse[1]:
-    ys = ys[:, ::-1]
-  return ys, carries[R - 1, C - 1]
+  h, w = (R, C) if shape is None else shape
+  flip = lambda a: a[::-1 if reverse[0] else 1, ::-1 if reverse[1] else 1]
+  ys, final = equation(params, flip(xs[:h, :w]), border)
+  out = np.zeros((R, C, ys.shape[-1]))
+  out[:h, :w] = flip(ys)
+  return out, final
 
 
-def assert_trees_close(a, b, **tolerance):
-  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  assert leaves_a
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerance)
+def assert_close(got, want, rtol=1e-12, atol=1e-12, err_msg=""):
+  """Leaf by leaf (``want``: arrays, or a tuple of the leaves of ``got``)."""
+  got = jax.tree_util.tree_leaves(got)
+  want = jax.tree_util.tree_leaves(want)
+  assert got and len(got) == len(want), err_msg
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol,
+                               err_msg=err_msg)
 
 
-def _random_params(maker, key, input_size, scale=0.5):
-  """Params of a cell or layer with every entry random (biases too), float64."""
-  params = maker.init_params(key, input_size, jnp.float64)
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-  return treedef.unflatten([
-      leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-      for k, leaf in zip(keys, leaves)])
+def _random_params(maker, seed, input_size, scale=0.5):
+  """Params of a cell or layer with every entry random (biases too), float64.
+
+  Their structure comes from ``init_params`` traced abstractly: the
+  initialisers (tested in `test_lstm2d_init`) compile nothing here.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda key: maker.init_params(key, input_size, jnp.float64),
+                          jax.random.key(0))
+  return jax.tree_util.tree_map(lambda a: jnp.asarray(scale * rng.normal(size=a.shape)),
+                                shapes)
 
 
-def _image(key, shape):
-  return jax.random.normal(key, shape, jnp.float64)
+def _image(seed, shape):
+  return np.random.default_rng(seed).normal(size=shape)
 
 
-# ---------------------------------------------------------------------------
-# Cells.
+def _outside(shape, h, w):
+  """``(R, C)`` bool: True outside the valid region ``(h, w)``."""
+  out = np.ones(shape, bool)
+  out[:h, :w] = False
+  return out
 
 
-def test_lstm2d_matches_numpy(x64):
-  cell = jaxrnn.lstm2d(3)
-  params = _random_params(cell, jax.random.key(0), 2)
-  xs = _image(jax.random.key(1), (4, 5, 2))
-  border = (np.linspace(-1, 1, 3), np.linspace(0.5, -0.5, 3))
-  want, (h_last, c_last) = numpy_lstm2d(params, xs, border)
-  ys, final = jaxrnn.rnn2d(cell).apply(
-      params, xs, carry=jaxrnn.LSTMState(jnp.asarray(border[0]), jnp.asarray(border[1])))
-  np.testing.assert_allclose(ys, want, rtol=1e-12, atol=1e-12)
-  np.testing.assert_allclose(final.h, h_last, rtol=1e-12, atol=1e-12)
-  np.testing.assert_allclose(final.c, c_last, rtol=1e-12, atol=1e-12)
+LSTM = jaxrnn.lstm2d(3)
+ELMAN = jaxrnn.elman2d(2)
+RELU = lambda z: np.maximum(z, 0)
+# elman2d's activations, each with its NumPy twin.
+ACTIVATIONS = {"tanh": ("tanh", np.tanh), "relu": ("relu", RELU), "sin": (jnp.sin, np.sin)}
 
 
-@pytest.mark.parametrize("activation,phi", [
-    ("tanh", np.tanh), ("relu", lambda z: np.maximum(z, 0)), (jnp.sin, np.sin)])
-def test_elman2d_matches_numpy(x64, activation, phi):
-  cell = jaxrnn.elman2d(3, activation=activation)
-  params = _random_params(cell, jax.random.key(2), 2)
-  xs = _image(jax.random.key(3), (3, 4, 2))
-  ys, final = jaxrnn.rnn2d(cell).apply(params, xs)
-  want = numpy_elman2d(params, xs, phi)
-  np.testing.assert_allclose(ys, want, rtol=1e-12, atol=1e-12)
-  np.testing.assert_allclose(final, want[-1, -1], rtol=1e-12, atol=1e-12)
+@pytest.fixture(scope="module")
+def lstm_params():
+  return _random_params(LSTM, 0, 2)
 
 
-def test_lstm2d_init():
-  cell = jaxrnn.lstm2d(4, forget_bias=2.0)
-  params = cell.init_params(jax.random.key(0), 3)
-  assert isinstance(params, jaxrnn.LSTM2DParams)
-  assert params.W_x.shape == (3, 20) and params.b_h.shape == (20,)
-  assert params.W_up.shape == params.W_left.shape == (4, 20)
-  assert params.W_x.dtype == jnp.float32
-  # Forget biases on both forget gates (f_up, f_left), nowhere else.
-  np.testing.assert_array_equal(params.b_x, np.repeat([0.0, 2.0, 2.0, 0.0, 0.0], 4))
-  np.testing.assert_array_equal(params.b_h, np.zeros(20))
-  # Orthogonal per gate block, and the two directions drawn independently.
-  for W in (params.W_up, params.W_left):
-    for k in range(5):
-      block = np.asarray(W[:, 4 * k:4 * k + 4], np.float64)
-      np.testing.assert_allclose(block.T @ block, np.eye(4), atol=1e-5)
-  assert not np.allclose(params.W_up, params.W_left)
-  carry = cell.init_carry(jnp.float16)
-  assert isinstance(carry, jaxrnn.LSTMState) and carry.h.dtype == jnp.float16
-  assert carry.h.shape == carry.c.shape == (4,)
-  assert cell.hidden_size == cell.output_size == 4
-
-
-def test_elman2d_init():
-  cell = jaxrnn.elman2d(5)
-  params = cell.init_params(jax.random.key(0), 2, jnp.bfloat16)
-  assert isinstance(params, jaxrnn.Elman2DParams)
-  assert params.W_x.shape == (2, 5) and params.W_up.shape == (5, 5)
-  assert all(leaf.dtype == jnp.bfloat16 for leaf in params)
-  np.testing.assert_array_equal(params.b_x, np.zeros(5))
-  h, y = cell.cell_apply(params, (cell.init_carry(), cell.init_carry()), jnp.ones(2))
-  assert h.shape == (5,) and bool(jnp.all(h == y))
+@pytest.fixture(scope="module")
+def elman_params():
+  return _random_params(ELMAN, 1, 2)
 
 
 # ---------------------------------------------------------------------------
-# The layer: both methods against the Python loop and each other.
+# One forward program: cells, borders, both methods, reversal, regions,
+# segments.
+
+BORDER = jaxrnn.LSTMState(jnp.linspace(-1.0, 1.0, 3), jnp.linspace(0.5, -0.5, 3))
+# elman2d runs: (activation, method, image): each activation once, both
+# methods, wide and tall (the wavefront transposes a tall image).
+ELMAN_RUNS = (("tanh", "wavefront", "wide"), ("relu", "reference", "tall"),
+              ("sin", "wavefront", "tall"))
+# The wavefront cut into several scans (2 per ramp, from a width of 1): a
+# single row and column, and a wide and a tall image with a valid region.
+SEGMENTED = (((1, 6), (False, False), None), ((6, 1), (True, True), None),
+             ((5, 8), (True, False), (4, 7)), ((8, 5), (False, True), (7, 3)))
+# One region given as Python ints and traced; a traced one beyond the image.
+REGION_LAYER = dict(reverse=(True, False))
 
 
-def test_rnn2d_matches_python_loop(x64):
-  cell = jaxrnn.lstm2d(3)
-  params = _random_params(cell, jax.random.key(4), 2)
-  xs = _image(jax.random.key(5), (4, 3, 2))  # taller than wide: transposed inside
-  want = loop_layer(cell, params, xs)
-  for method in ("wavefront", "reference"):
-    got = jax.jit(jaxrnn.rnn2d(cell, method=method).apply)(params, xs)
-    assert_trees_close(got, want, rtol=1e-12, atol=1e-12)
+@pytest.fixture(scope="module")
+def forward(lstm_params, elman_params):
+  """``(inputs, outputs)``: every forward check's layer run in one program."""
+  inputs = dict(wide=_image(2, (3, 4, 2)), tall=_image(3, (4, 3, 2)),
+                region=_image(4, (4, 5, 2)),
+                segmented=[_image(5 + k, image + (2,)) for k, (image, _, _) in
+                           enumerate(SEGMENTED)])
+
+  @jax.jit
+  def run(lp, ep, inputs, border, hw, hw_beyond):
+    out = {}
+    for method in wavefront_lib.METHODS:
+      for image in ("wide", "tall"):
+        out[f"lstm {method} {image}"] = jaxrnn.rnn2d(LSTM, method=method).apply(
+            lp, inputs[image], carry=border)
+    for reverse in CORNERS:
+      out[f"reverse {reverse}"] = jaxrnn.rnn2d(LSTM, reverse=reverse).apply(lp, inputs["wide"])
+    for name, method, image in ELMAN_RUNS:
+      cell = jaxrnn.elman2d(2, activation=ACTIVATIONS[name][0])
+      out[f"elman {name}"] = jaxrnn.rnn2d(cell, method=method).apply(ep, inputs[image])
+    layer = jaxrnn.rnn2d(ELMAN, **REGION_LAYER)
+    out["region ints"] = layer.apply(ep, inputs["region"], shape=(3, 4))
+    out["region traced"] = layer.apply(ep, inputs["region"], shape=hw)
+    out["region beyond"] = layer.apply(ep, inputs["region"], shape=hw_beyond)
+    with jaxrnn.engine_settings(wavefront_min_width=1, wavefront_segments=2):
+      for k, ((_, reverse, shape), xs) in enumerate(zip(SEGMENTED, inputs["segmented"])):
+        out[f"segmented {k}"] = jaxrnn.rnn2d(ELMAN, reverse=reverse).apply(ep, xs, shape=shape)
+    return out
+
+  return inputs, run(lstm_params, elman_params, inputs, BORDER, jnp.array([3, 4]),
+                     jnp.array([9, -2]))
 
 
-@pytest.mark.parametrize("reverse", CORNERS)
-def test_wavefront_equals_double_scan(x64, reverse):
-  """Both methods, under vmap over images with traced valid regions."""
-  cell = jaxrnn.lstm2d(2)
-  params = _random_params(cell, jax.random.key(6), 3)
-  xs = _image(jax.random.key(7), (4, 5, 7, 3))
-  hs, ws = jnp.array([5, 4, 0, 2]), jnp.array([7, 5, 3, 7])
-  results = []
-  for method in ("wavefront", "reference"):
-    layer = jaxrnn.rnn2d(cell, reverse=reverse, method=method)
-    results.append(jax.jit(jax.vmap(layer.apply, in_axes=(None, 0)))(params, xs, shape=(hs, ws)))
-  assert_trees_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+def test_lstm2d_matches_numpy(forward, lstm_params):
+  """Both methods, from a nonzero border carry, on a wide and a tall image."""
+  inputs, out = forward
+  for method in wavefront_lib.METHODS:
+    for image in ("wide", "tall"):
+      want = numpy_rnn2d(numpy_lstm2d, lstm_params, inputs[image], border=BORDER)
+      assert_close(out[f"lstm {method} {image}"], want, err_msg=f"{method} {image}")
 
 
-@pytest.mark.parametrize("image_shape,reverse,per_ramp", [
-    ((1, 6), (False, False), 4), ((6, 1), (True, True), 4),
-    ((5, 8), (True, False), 2), ((8, 5), (False, True), 2)])
-def test_wavefront_edge_shapes_and_segments(x64, monkeypatch, image_shape, reverse, per_ramp):
+def test_wavefront_equals_double_scan(forward):
+  _, out = forward
+  for image in ("wide", "tall"):
+    assert_close(out[f"lstm wavefront {image}"], out[f"lstm reference {image}"], err_msg=image)
+
+
+def test_elman2d_matches_numpy(forward, elman_params):
+  inputs, out = forward
+  for name, _, image in ELMAN_RUNS:
+    want = numpy_rnn2d(numpy_elman2d(ACTIVATIONS[name][1]), elman_params, inputs[image])
+    assert_close(out[f"elman {name}"], want, err_msg=name)
+
+
+def test_reverse_is_flip_run_flip(forward, lstm_params):
+  """Each corner: the NumPy loop over the image with those axes flipped."""
+  inputs, out = forward
+  for reverse in CORNERS:
+    want = numpy_rnn2d(numpy_lstm2d, lstm_params, inputs["wide"], reverse=reverse)
+    assert_close(out[f"reverse {reverse}"], want, err_msg=str(reverse))
+
+
+def test_python_int_and_traced_shapes_agree(forward, elman_params):
+  inputs, out = forward
+  want = numpy_rnn2d(numpy_elman2d(np.tanh), elman_params, inputs["region"],
+                     shape=(3, 4), **REGION_LAYER)
+  assert_close(out["region ints"], want)
+  assert_close(out["region traced"], out["region ints"], rtol=1e-13, atol=0)
+  # Traced extents beyond the image are clamped: (9, -2) is (4, 0), empty.
+  ys, final = out["region beyond"]
+  assert np.all(np.asarray(ys) == 0) and np.all(np.asarray(final) == 0)
+
+
+def test_wavefront_edge_shapes_and_segments(forward, elman_params):
   """Single rows and columns; wide and tall images cut into several scans."""
-  monkeypatch.setattr(wavefront_lib, "MIN_SEGMENTED_WIDTH", 1)
-  monkeypatch.setattr(wavefront_lib, "RAMP_SEGMENTS", per_ramp)
-  cell = jaxrnn.elman2d(2)
-  params = _random_params(cell, jax.random.key(31), 2)
-  xs = _image(jax.random.key(32), image_shape + (2,))
-  got = jaxrnn.rnn2d(cell, reverse=reverse).apply(params, xs)
-  assert_trees_close(got, loop_layer(cell, params, xs, reverse=reverse), rtol=1e-12,
-                     atol=1e-12)
+  inputs, out = forward
+  for k, ((_, reverse, shape), xs) in enumerate(zip(SEGMENTED, inputs["segmented"])):
+    want = numpy_rnn2d(numpy_elman2d(np.tanh), elman_params, xs, reverse=reverse, shape=shape)
+    assert_close(out[f"segmented {k}"], want, err_msg=str(SEGMENTED[k]))
 
 
 def test_segments_cover_every_diagonal():
@@ -228,27 +287,206 @@ def test_segments_cover_every_diagonal():
              wavefront_lib.segments(64, 64, 4, min_width=16)) < 1.3 * 64 * 64
 
 
-def test_python_int_and_traced_shapes_agree(x64):
-  cell = jaxrnn.elman2d(2)
-  layer = jaxrnn.rnn2d(cell, reverse=(True, False))
-  params = _random_params(cell, jax.random.key(8), 1)
-  xs = _image(jax.random.key(9), (5, 6, 1))
-  want = jax.jit(functools.partial(layer.apply, shape=(3, 4)))(params, xs)
-  traced = jax.jit(lambda hw: layer.apply(params, xs, shape=hw))
-  assert_trees_close(traced(jnp.array([3, 4])), want, rtol=1e-13)
-  # Traced extents beyond the image are clamped.
-  assert_trees_close(traced(jnp.array([9, -2])), layer.apply(params, xs, shape=(5, 0)))
+def test_remat_chunks_alike_in_rnn_and_rnn2d(monkeypatch):
+  """``remat=True`` cuts 10 steps (rnn) and 10 diagonals (rnn2d over 3 x 8,
+  one scan) into chunks of isqrt(10) = 3 through the one helper; rnn2d's
+  ``remat=None`` takes `EngineSettings.wavefront_remat`. Traced only."""
+  chunks, scan_chunks = [], remat_lib.scan_chunks
+
+  def record(run, carry, xs, chunk, **options):
+    chunks.append(chunk)
+    return scan_chunks(run, carry, xs, chunk, **options)
+
+  monkeypatch.setattr(remat_lib, "scan_chunks", record)
+  layer = jaxrnn.rnn(jaxrnn.elman(2), remat=True)
+  jax.eval_shape(layer.apply, _random_params(layer, 0, 1), jnp.zeros((10, 1)))
+  params = _random_params(ELMAN, 0, 1)
+  for remat, setting in ((True, 1), (None, 2), (None, None), (False, 1)):
+    with jaxrnn.engine_settings(wavefront_remat=setting):
+      jax.eval_shape(jaxrnn.rnn2d(ELMAN, remat=remat).apply, params, jnp.zeros((3, 8, 1)))
+  assert chunks == [3, 3, 2, None, None]
 
 
-def test_causality(x64):
+# ---------------------------------------------------------------------------
+# Valid regions with NaN outside: values and gradients.
+
+SHAPES = np.array([[5, 6], [3, 4], [0, 4], [1, 1], [2, 6]], np.int32)  # of (5, 6) images
+# (method, reverse, remat): every pair of values of method, reverse rows and
+# reverse columns appears (see the module docstring). remat: the CPU's
+# default (every diagonal), and True (10 diagonals: chunks of isqrt(10) =
+# 3, then a shorter one; both methods chunk with the same helper); False
+# is the finite differences'. Tall images with a region: `SEGMENTED`,
+# forward only (their gradients are JAX's of the same code).
+JUNK_CASES = (
+    ("wavefront", (False, False), None),
+    ("wavefront", (True, True), True),
+    ("reference", (False, True), None),
+    ("reference", (True, False), None),
+)
+
+
+def _junk_batch(seed, image, shapes):
+  """Images with NaN outside each one's valid region."""
+  xs = _image(seed, (len(shapes),) + image + (2,))
+  for b, (h, w) in enumerate(shapes):
+    xs[b][_outside(image, h, w)] = np.nan
+  return xs
+
+
+def _flip_index(size, extent, reverse):
+  """Entry k < extent reads ``extent - 1 - k`` (reversed) or k; the rest read
+  ``size``, a zero appended past the end (an involution on the region)."""
+  k = np.arange(size)
+  return np.where(k < extent, extent - 1 - k if reverse else k, size)
+
+
+def _gather(a, rows, columns):
+  """``a[rows][:, columns]`` with a zero row and column past ``a``'s end."""
+  return jnp.pad(a, ((0, 1), (0, 1), (0, 0)))[rows][:, columns]
+
+
+@pytest.fixture(scope="module")
+def junk(lstm_params):
+  """``(xs, per case of JUNK_CASES: (ys, finals), the gradients of
+  sum(ys * weights), and those of the reference)``. The reference: each
+  image's region, flipped, run by the plain layer (no region, no reverse)."""
+  xs = _junk_batch(10, (5, 6), SHAPES)
+  weights = _image(11, xs.shape[:3] + (3,))
+  plain = jaxrnn.rnn2d(LSTM)
+
+  def case_loss(case, params, xs):
+    method, reverse, remat = case
+    layer = jaxrnn.rnn2d(LSTM, method=method, reverse=reverse, remat=remat)
+    ys, finals = jax.vmap(layer.apply, in_axes=(None, 0))(
+        params, xs, shape=(jnp.asarray(SHAPES[:, 0]), jnp.asarray(SHAPES[:, 1])))
+    return jnp.sum(ys * weights), (ys, finals)
+
+  def reference_loss(params, xs, rows, columns, weights):
+    """One image's region, flipped by gathering, padded with zeros and run by
+    the plain layer: by causality its outputs there are the cropped image's."""
+    ys, _ = plain.apply(params, _gather(xs, rows, columns))
+    return jnp.sum(_gather(ys, rows, columns) * weights)
+
+  # Per case and image, the flip of each axis's region as an index.
+  rows, columns = (np.array([[_flip_index(xs.shape[1 + axis], shape[axis], reverse[axis])
+                              for shape in SHAPES] for _, reverse, _ in JUNK_CASES])
+                   for axis in (0, 1))
+
+  @jax.jit
+  def run(params, xs):
+    """``params``, ``xs``: one copy per case, so that each gets its gradients."""
+    def total(params, xs):
+      losses, aux = zip(*[case_loss(*a) for a in zip(JUNK_CASES, params, xs)])
+      return sum(losses), aux
+
+    def reference_total(params, xs):
+      stack = lambda trees: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
+      per_image = jax.vmap(reference_loss, in_axes=(None, 0, 0, 0, 0))
+      return jnp.sum(jax.vmap(per_image, in_axes=(0, 0, 0, 0, None))(
+          stack(params), jnp.nan_to_num(stack(xs)), rows, columns, weights))
+
+    (_, aux), grads = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(params, xs)
+    return aux, grads, jax.grad(reference_total, argnums=(0, 1))(params, xs)
+
+  n = len(JUNK_CASES)
+  aux, (g_params, g_xs), (r_params, r_xs) = run((lstm_params,) * n, (xs,) * n)
+  return xs, [dict(ys=ys, finals=finals, g_params=g_params[k], g_xs=g_xs[k],
+                   r_params=r_params[k], r_xs=r_xs[k])
+              for k, (ys, finals) in enumerate(aux)]
+
+
+def test_shape_with_junk_equals_cropped_image(junk, lstm_params):
+  """Outputs and final carries: the NumPy loop over each cropped image;
+  exactly zero outside; NaN outside reaches nothing."""
+  xs, results = junk
+  for case, got in zip(JUNK_CASES, results):
+    assert np.all(np.isfinite(got["ys"])), case
+    for b, (h, w) in enumerate(SHAPES):
+      want = numpy_rnn2d(numpy_lstm2d, lstm_params, np.nan_to_num(xs[b]), reverse=case[1],
+                         shape=(h, w))
+      assert_close(jax.tree_util.tree_map(lambda a: a[b], (got["ys"], got["finals"])),
+                   want, err_msg=f"{case}, image {b}")
+      assert np.all(np.asarray(got["ys"][b])[_outside(got["ys"].shape[1:3], h, w)] == 0)
+
+
+def test_gradients_with_junk_equal_cropped_gradients(junk):
+  _, results = junk
+  for case, got in zip(JUNK_CASES, results):
+    leaves = jax.tree_util.tree_leaves((got["g_params"], got["g_xs"]))
+    assert all(np.all(np.isfinite(g)) for g in leaves), case
+    for b, (h, w) in enumerate(SHAPES):
+      assert np.all(np.asarray(got["g_xs"][b])[_outside(got["g_xs"].shape[1:3], h, w)] == 0)
+    assert_close((got["g_params"], got["g_xs"]), (got["r_params"], got["r_xs"]),
+                 rtol=1e-10, atol=1e-12, err_msg=str(case))
+
+
+@pytest.fixture(scope="module")
+def finite_differences(lstm_params, elman_params):
+  """Per cell: the loss's derivative along a random direction by reverse
+  mode, forward mode and central differences; with a valid region, a
+  reversed axis, ``remat=False``, and the final carry in the loss."""
+  runs = ((LSTM, lstm_params, dict(reverse=(True, False), remat=False), (3, 4)),
+          (ELMAN, elman_params, dict(reverse=(False, True), method="reference"), (4, 3)))
+  eps = 1e-6
+
+  @jax.jit
+  def run(values, directions):
+    out = []
+    for (cell, _, options, shape), v, d in zip(runs, values, directions):
+      weights = _image(12, (4, 4, cell.hidden_size))
+
+      def f(v):
+        ys, final = jaxrnn.rnn2d(cell, **options).apply(*v, shape=shape)
+        return jnp.sum(ys * weights) + sum(jnp.sum(a) for a in jax.tree_util.tree_leaves(final))
+
+      analytic = sum(jnp.vdot(g, e) for g, e in zip(jax.tree_util.tree_leaves(jax.grad(f)(v)),
+                                                    jax.tree_util.tree_leaves(d)))
+      # f at v + eps d and v - eps d, as one batch of two.
+      ends = jax.vmap(lambda sign: f(jax.tree_util.tree_map(lambda a, e: a + sign * eps * e,
+                                                            v, d)))(jnp.array([1.0, -1.0]))
+      out.append((analytic, jax.jvp(f, (v,), (d,))[1], (ends[0] - ends[1]) / (2 * eps)))
+    return out
+
+  values = tuple((p, _image(13, (4, 4, 2))) for _, p, _, _ in runs)
+  directions = tuple(jax.tree_util.tree_map(lambda a: _image(14 + k, np.shape(a)), v)
+                     for k, v in enumerate(values))
+  return run(values, directions)
+
+
+def test_gradients_match_finite_differences(finite_differences):
+  for analytic, forward_mode, numeric in finite_differences:
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
+    np.testing.assert_allclose(forward_mode, analytic, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# Causality and the four corners.
+
+
+@pytest.fixture(scope="module")
+def jacobians(lstm_params):
+  """The Jacobian of rnn2d's outputs, and of one position of a four-corner
+  multidirectional layer (with a valid region), with respect to the image."""
+  net = jaxrnn.multidirectional(*[jaxrnn.rnn2d(LSTM, reverse=r) for r in CORNERS])
+
+  @jax.jit
+  def run(xs):
+    causal = jax.jacrev(lambda x: jaxrnn.rnn2d(LSTM).apply(lstm_params, x)[0])(xs)
+
+    def at_one_position(x):
+      ys, carries = net.apply((lstm_params,) * 4, x, shape=(3, 4))
+      return ys[1, 2], (ys, carries)
+
+    return causal, jax.jacrev(at_one_position, has_aux=True)(xs)
+
+  return run(_image(15, (4, 5, 2)))
+
+
+def test_causality(jacobians):
   """Output (i, j) depends on exactly the inputs above-left of it."""
-  cell = jaxrnn.lstm2d(2)
-  params = _random_params(cell, jax.random.key(10), 1)
-  xs = _image(jax.random.key(11), (4, 5, 1))
-  R, C = 4, 5
-  layer = jaxrnn.rnn2d(cell)
-  jac = jax.jacrev(lambda x: layer.apply(params, x)[0])(xs)  # (R, C, H, R, C, 1)
+  jac, _ = jacobians  # (R, C, H, R, C, D)
   depends = np.any(np.asarray(jac) != 0, axis=(2, 5))  # (R, C, R, C)
+  R, C = depends.shape[:2]
   for i in range(R):
     for j in range(C):
       allowed = np.zeros((R, C), bool)
@@ -256,158 +494,22 @@ def test_causality(x64):
       np.testing.assert_array_equal(depends[i, j], allowed, err_msg=f"output {(i, j)}")
 
 
-def test_reverse_is_flip_run_flip(x64):
-  cell = jaxrnn.lstm2d(2)
-  params = _random_params(cell, jax.random.key(12), 2)
-  xs = _image(jax.random.key(13), (4, 6, 2))
-  run = jax.jit(jaxrnn.rnn2d(cell).apply)
-  for reverse in CORNERS[1:]:
-    flipped = xs[::-1] if reverse[0] else xs
-    flipped = flipped[:, ::-1] if reverse[1] else flipped
-    want_ys, want_final = run(params, flipped)
-    want_ys = want_ys[::-1] if reverse[0] else want_ys
-    want_ys = want_ys[:, ::-1] if reverse[1] else want_ys
-    ys, final = jaxrnn.rnn2d(cell, reverse=reverse).apply(params, xs)
-    assert_trees_close(ys, want_ys, rtol=1e-12, atol=1e-12)
-    assert_trees_close(final, want_final, rtol=1e-12, atol=1e-12)
-
-
-# ---------------------------------------------------------------------------
-# Valid regions.
-
-SHAPES = np.array([[5, 6], [3, 4], [0, 4], [1, 1], [2, 6]], np.int32)
-
-
-def _junk_batch(key, R=5, C=6, D=2):
-  """Images with NaN outside each one's valid region (``SHAPES``)."""
-  xs = np.array(_image(key, (len(SHAPES), R, C, D)))
-  for b, (h, w) in enumerate(SHAPES):
-    inside = np.zeros((R, C), bool)
-    inside[:h, :w] = True
-    xs[b][~inside] = np.nan
-  return jnp.asarray(xs)
-
-
-def _loss_terms(ys, final, weights):
-  """A scalar using every output and every leaf of the final carry."""
-  return jnp.sum(ys * weights) + sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(final))
-
-
-JUNK_CELL = jaxrnn.lstm2d(3)
-
-
-def _junk_problem():
-  params = _random_params(JUNK_CELL, jax.random.key(14), 2)
-  xs = _junk_batch(jax.random.key(15))
-  weights = _image(jax.random.key(16), xs.shape[:3] + (3,))
-  return params, xs, weights
-
-
-@functools.lru_cache(maxsize=None)
-def _cropped_expectations(reverse):
-  """Per image: outputs, final carry and gradients of the cropped image, by
-  the Python loop over ``cell_apply`` (None for an empty region). Called
-  with float64 on (the tests that use it take the x64 fixture)."""
-  params, xs, weights = _junk_problem()
-  out = []
-  for b, (h, w) in enumerate(SHAPES):
-    if h == 0 or w == 0:
-      out.append(None)
-      continue
-    loss = lambda p, x: _loss_terms(*loop_layer(JUNK_CELL, p, x, reverse=reverse),
-                                    weights[b, :h, :w])
-    crop = xs[b, :h, :w]
-    out.append((loop_layer(JUNK_CELL, params, crop, reverse=reverse),
-                jax.grad(loss, argnums=(0, 1))(params, crop)))
-  return out
-
-
-@pytest.mark.parametrize("reverse,method", [(r, "wavefront") for r in CORNERS]
-                         + [((False, False), "reference"), ((True, True), "reference")])
-def test_shape_with_junk_equals_cropped_image(x64, reverse, method):
-  layer = jaxrnn.rnn2d(JUNK_CELL, reverse=reverse, method=method)
-  params, xs, weights = _junk_problem()
-
-  def batch_loss(params, xs):
-    ys, final = jax.vmap(layer.apply, in_axes=(None, 0))(
-        params, xs, shape=(jnp.asarray(SHAPES[:, 0]), jnp.asarray(SHAPES[:, 1])))
-    return _loss_terms(ys, final, weights), (ys, final)
-
-  (_, (ys, finals)), (g_params, g_xs) = jax.jit(jax.value_and_grad(
-      batch_loss, argnums=(0, 1), has_aux=True))(params, xs)
-  assert np.all(np.isfinite(ys))
-  assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves((g_params, g_xs)))
-  want_g_params = jax.tree_util.tree_map(jnp.zeros_like, params)
-  for b, ((h, w), expected) in enumerate(zip(SHAPES, _cropped_expectations(reverse))):
-    outside = np.ones(xs.shape[1:3], bool)
-    outside[:h, :w] = False
-    assert np.all(np.asarray(ys[b])[outside] == 0)
-    assert np.all(np.asarray(g_xs[b])[outside] == 0)
-    final_b = jax.tree_util.tree_map(lambda f: f[b], finals)
-    if expected is None:
-      assert np.all(np.asarray(ys[b]) == 0)
-      assert_trees_close(final_b, JUNK_CELL.init_carry(jnp.float64))
-      continue
-    (want_ys, want_final), (gp, gx) = expected
-    assert_trees_close(ys[b, :h, :w], want_ys, rtol=1e-12, atol=1e-12)
-    assert_trees_close(final_b, want_final, rtol=1e-12, atol=1e-12)
-    assert_trees_close(g_xs[b, :h, :w], gx, rtol=1e-10, atol=1e-12)
-    want_g_params = jax.tree_util.tree_map(jnp.add, want_g_params, gp)
-  assert_trees_close(g_params, want_g_params, rtol=1e-10, atol=1e-12)
-
-
-def test_gradients_match_finite_differences(x64):
-  """Central differences of the loss along random directions (float64),
-  reverse mode and forward mode, with a valid region."""
-  for cell in (jaxrnn.lstm2d(2), jaxrnn.elman2d(2)):
-    layer = jaxrnn.rnn2d(cell, reverse=(True, False))
-    params = _random_params(cell, jax.random.key(17), 2)
-    xs = _image(jax.random.key(18), (4, 4, 2))
-    weights = _image(jax.random.key(19), (4, 4, 2))
-
-    @jax.jit
-    def loss(p, x):
-      return _loss_terms(*layer.apply(p, x, shape=(3, 4)), weights)
-
-    leaves, treedef = jax.tree_util.tree_flatten((params, xs))
-    keys = jax.random.split(jax.random.key(20), len(leaves))
-    direction = treedef.unflatten([jax.random.normal(k, v.shape, v.dtype)
-                                   for k, v in zip(keys, leaves)])
-    grads, (_, forward) = jax.jit(lambda v, d: (
-        jax.grad(loss, argnums=(0, 1))(*v), jax.jvp(lambda a: loss(*a), (v,), (d,))))(
-            (params, xs), direction)
-    eps = 1e-6
-    shifted = lambda sign: jax.tree_util.tree_map(lambda v, d: v + sign * eps * d,
-                                                  (params, xs), direction)
-    numeric = (loss(*shifted(1)) - loss(*shifted(-1))) / (2 * eps)
-    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grads),
-                                                   jax.tree_util.tree_leaves(direction)))
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
-    np.testing.assert_allclose(forward, analytic, rtol=1e-10)
-
-
-@pytest.mark.parametrize("method,remats", [("wavefront", (False, None, True)),
-                                           ("reference", (None, 2))])
-def test_remat_gives_the_same_gradients(x64, method, remats):
-  cell = jaxrnn.lstm2d(2)
-  params = _random_params(cell, jax.random.key(21), 1)
-  xs = _image(jax.random.key(22), (3, 8, 1))  # 10 diagonals: chunks 4, 4, 2
-  weights = _image(jax.random.key(23), (3, 8, 2))
-  grads = []
-  for remat in remats:
-    layer = jaxrnn.rnn2d(cell, method=method, remat=remat)
-    loss = lambda p, x: _loss_terms(*layer.apply(p, x, shape=(3, 5)), weights)
-    grads.append(jax.jit(jax.grad(loss, argnums=(0, 1)))(params, xs))
-  for g in grads[1:]:
-    assert_trees_close(g, grads[0], rtol=1e-12, atol=1e-13)
-
-
-# ---------------------------------------------------------------------------
-# multidirectional, renet, stack.
+def test_multidirectional_four_corners(jacobians):
+  _, (jac, (ys, carries)) = jacobians
+  # Every output inside sees every input inside: the four corners together.
+  reach = np.any(np.asarray(jac) != 0, axis=(0, 3))  # jac: (12, R, C, D)
+  np.testing.assert_array_equal(reach[:3, :4], np.ones((3, 4), bool))
+  assert not reach[3].any() and not reach[:, 4].any()
+  assert ys.shape == (4, 5, 12) and np.all(np.asarray(ys[3]) == 0)
+  assert isinstance(carries, tuple) and len(carries) == 4
+  # Each corner's final carry is at its own last position: (0, 0) for (True, True).
+  np.testing.assert_allclose(carries[0].h, ys[2, 3, :3], rtol=1e-14)
+  np.testing.assert_allclose(carries[3].h, ys[0, 0, 9:], rtol=1e-14)
 
 
 def _scaling_layer(scale):
-  """A stateless 2-D layer ``ys = scale * xs`` (zero outside the region)."""
+  """A stateless 2-D layer ``ys = scale * xs`` (zero outside the region);
+  its params are a random number drawn from its key."""
 
   def apply(params, xs, *, shape=None, carry=None, key=None):
     del params, carry, key
@@ -415,165 +517,310 @@ def _scaling_layer(scale):
     inside = (jnp.arange(xs.shape[0]) < h)[:, None] & (jnp.arange(xs.shape[1]) < w)[None, :]
     return jnp.where(inside[:, :, None], scale * xs, 0.0), ()
 
-  return jaxrnn.Layer(lambda key, input_size, dtype=None: (), apply, lambda dtype=None: ())
-
-
-def test_multidirectional_four_corners(x64):
-  layers = [jaxrnn.rnn2d(jaxrnn.lstm2d(2), reverse=r, method="reference") for r in CORNERS]
-  net = jaxrnn.multidirectional(*layers)
-  params = net.init_params(jax.random.key(24), 2, jnp.float64)
-  assert isinstance(params, tuple) and len(params) == 4
-  assert params[3].W_x.shape == (2, 10) and not np.allclose(params[0].W_x, params[3].W_x)
-  xs = _image(jax.random.key(25), (4, 5, 2))
-
-  def at_one_position(x):
-    ys, carries = net.apply(params, x, shape=(3, 4))
-    return ys[1, 2], (ys, carries)
-
-  # Every output inside sees every input inside: the four corners together.
-  jac, (ys, carries) = jax.jit(jax.jacrev(at_one_position, has_aux=True))(xs)
-  reach = np.any(np.asarray(jac) != 0, axis=(0, 3))  # jac: (8, R, C, D)
-  np.testing.assert_array_equal(reach[:3, :4], np.ones((3, 4), bool))
-  assert not reach[3].any() and not reach[:, 4].any()
-  assert ys.shape == (4, 5, 8) and np.all(np.asarray(ys[3]) == 0)
-  assert isinstance(carries, tuple) and len(carries) == 4
-  # Each corner's final carry is at its own last position: (0, 0) for (True, True).
-  np.testing.assert_allclose(carries[0].h, ys[2, 3, :2], rtol=1e-14)
-  np.testing.assert_allclose(carries[3].h, ys[0, 0, 6:], rtol=1e-14)
+  return jaxrnn.Layer(lambda key, input_size, dtype=None: jax.random.uniform(key), apply,
+                      lambda dtype=None: ())
 
 
 def test_multidirectional_merges():
   layers = [_scaling_layer(k) for k in (1.0, 2.0, 4.0)]
+  merges = ("concat", "sum", "mean", "mul", lambda *ys: sum(ys) + 1.0)
   xs = jnp.arange(24.0).reshape(2, 3, 4) + 1
   params = jaxrnn.multidirectional(*layers).init_params(jax.random.key(0), 4)
-  apply = lambda merge: jaxrnn.multidirectional(*layers, merge=merge).apply(
-      params, xs, shape=(2, 2))[0]
+  assert len(set(np.asarray(params).tolist())) == 3  # a key per layer
+  got = jax.jit(lambda xs: [jaxrnn.multidirectional(*layers, merge=m).apply(
+      params, xs, shape=(2, 2))[0] for m in merges])(xs)
   inside = np.zeros((2, 3, 1), bool)
   inside[:, :2] = True
-  np.testing.assert_array_equal(apply("concat"), np.concatenate(
+  np.testing.assert_array_equal(got[0], np.concatenate(
       [np.where(inside, k * xs, 0) for k in (1, 2, 4)], axis=-1))
-  np.testing.assert_array_equal(apply("sum"), np.where(inside, 7 * xs, 0))
-  np.testing.assert_allclose(apply("mean"), np.where(inside, 7 * xs / 3, 0))
+  np.testing.assert_array_equal(got[1], np.where(inside, 7 * xs, 0))
+  np.testing.assert_allclose(got[2], np.where(inside, 7 * xs / 3, 0), rtol=1e-15)
+  np.testing.assert_array_equal(got[3], np.where(inside, 8 * xs ** 3, 0))
   # A merge that maps zeros elsewhere is re-zeroed outside the region.
-  np.testing.assert_array_equal(apply(lambda *ys: sum(ys) + 1.0),
-                                np.where(inside, 7 * xs + 1, 0))
-  assert apply("concat").shape == (2, 3, 12)
+  np.testing.assert_array_equal(got[4], np.where(inside, 7 * xs + 1, 0))
 
 
-def test_renet_equals_row_then_column_sweeps(x64):
+# ---------------------------------------------------------------------------
+# renet, stack and readout.
+
+
+def numpy_renet(params, xs, h, w):
+  """ReNet by `reference.run_bidirectional` (elman rows, lstm columns):
+  ``(ys, carry leaves)``; rows from ``h`` on and columns from ``w`` on have
+  length 0."""
+  rows = [ref.np_params(p) for p in params.rows]
+  columns = [ref.np_params(p) for p in params.columns]
+  R, C = xs.shape[:2]
+  swept, row_carries = np.zeros((R, C, 4)), []
+  for i in range(R):
+    swept[i], carry = ref.run_bidirectional(
+        ref.elman_step, ref.elman_step, *rows, xs[i], np.zeros(2), np.zeros(2), 2, 2,
+        length=w if i < h else 0)
+    row_carries.append(carry)
+  ys, column_carries = np.zeros((R, C, 6)), []
+  zeros = (np.zeros(3), np.zeros(3))
+  for j in range(C):
+    ys[:, j], carry = ref.run_bidirectional(
+        ref.lstm_step, ref.lstm_step, *columns, swept[:, j], zeros, zeros, 3, 3,
+        length=h if j < w else 0)
+    column_carries.append(carry)
+  leaves = lambda carries: [np.stack(a) for a in zip(*[jax.tree_util.tree_leaves(c)
+                                                        for c in carries])]
+  return ys, leaves(row_carries) + leaves(column_carries)
+
+
+@pytest.fixture(scope="module")
+def renet_run():
   row = jaxrnn.bidirectional(jaxrnn.elman(2), jaxrnn.elman(2))
   column = jaxrnn.bidirectional(jaxrnn.lstm(3), jaxrnn.lstm(3))
   net = jaxrnn.renet(row, column)
-  params = _random_params(net, jax.random.key(26), 2)  # nonzero biases too
-  assert isinstance(params, jaxrnn.ReNetParams)
-  assert params.columns.forward.W_x.shape == (4, 12)  # the row sweep's output size
-  assert params.rows.backward.W_x.shape == (2, 2)
-  xs = _junk_batch(jax.random.key(27))
-  weights = _image(jax.random.key(28), xs.shape[:3] + (6,))
+  params = _random_params(net, 26, 2)  # nonzero biases too
+  xs = _junk_batch(27, (5, 6), SHAPES)
+  weights = _image(28, xs.shape[:3] + (6,))
 
-  @jax.jit
   def batch_loss(params, xs):
     ys, carry = jax.vmap(net.apply, in_axes=(None, 0))(
         params, xs, shape=(jnp.asarray(SHAPES[:, 0]), jnp.asarray(SHAPES[:, 1])))
     return jnp.sum(ys * weights), (ys, carry)
 
-  @jax.jit
-  def by_sweeps(params, crop):
-    by_rows = jax.vmap(lambda r: row.apply(params.rows, r)[0])(crop)
-    by_columns = jax.vmap(lambda c: column.apply(params.columns, c)[0])(
-        jnp.swapaxes(by_rows, 0, 1))
-    return jnp.swapaxes(by_columns, 0, 1)
+  run = jax.jit(jax.value_and_grad(batch_loss, argnums=(0, 1), has_aux=True))
+  return net, params, xs, run(params, xs)
 
-  (_, (ys, carry)), grads = jax.jit(jax.value_and_grad(
-      batch_loss, argnums=(0, 1), has_aux=True))(params, xs)
+
+def test_renet_equals_row_then_column_sweeps(renet_run):
+  net, params, xs, ((_, (ys, carry)), grads) = renet_run
+  assert isinstance(params, jaxrnn.ReNetParams) and isinstance(carry, jaxrnn.ReNetCarry)
+  assert params.columns.forward.W_x.shape == (4, 12)  # the row sweep's output size
+  assert params.rows.backward.W_x.shape == (2, 2)
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
   for b, (h, w) in enumerate(SHAPES):
-    outside = np.ones(xs.shape[1:3], bool)
-    outside[:h, :w] = False
-    assert np.all(np.asarray(ys[b])[outside] == 0)
-    assert np.all(np.asarray(grads[1][b])[outside] == 0)
     # Rows below the region and columns right of it keep the starting carry.
-    leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda c: c[b], carry))
-    rows, columns = np.asarray(leaves[0]), np.asarray(leaves[-1])  # (R, H), (C, H)
-    assert np.all(rows[h:] == 0) and np.all(columns[w:] == 0)
-    assert np.all(np.any(rows[:h] != 0, axis=-1)) if w else np.all(rows == 0)
-    if (h, w) == (3, 4):
-      np.testing.assert_allclose(ys[b, :h, :w], by_sweeps(params, xs[b, :h, :w]),
-                                 rtol=1e-12, atol=1e-12)
+    assert_close(jax.tree_util.tree_map(lambda a: a[b], (ys, carry)),
+                 numpy_renet(params, xs[b], h, w), err_msg=f"image {b}")
+    assert np.all(np.asarray(grads[1][b])[_outside(xs.shape[1:3], h, w)] == 0)
   _, carry = jax.eval_shape(net.apply, params, xs[0])
   assert carry.rows.forward.shape == (5, 2) and carry.columns.backward.h.shape == (6, 3)
 
 
-def test_stack_and_readout_map_every_position(x64):
-  """stack passes shape= on to every layer; readout maps every position."""
+def test_renet_zeroes_junk_for_user_layers():
+  """A user 1-D layer may ignore ``length``: renet zeroes what lies outside
+  the region first, so the NaN there reaches no output and no gradient."""
+
+  def apply(params, xs, *, length=None, carry=None):
+    del params, length, carry
+    return jnp.cumsum(xs[::-1], axis=0)[::-1], ()  # ys[t] = xs[t] + ... + xs[T-1]
+
+  suffix_sum = jaxrnn.Layer(lambda key, input_size, dtype=None: (), apply,
+                            lambda dtype=None: ())
+  net = jaxrnn.renet(suffix_sum, suffix_sum)
+  xs = _junk_batch(31, (4, 5), [(3, 4)])[0]
+  params = net.init_params(jax.random.key(0), 2)
+  loss = lambda xs: jnp.sum(net.apply(params, xs, shape=(3, 4))[0])
+  (total, grad), ys = jax.jit(lambda xs: (jax.value_and_grad(loss)(xs),
+                                          net.apply(params, xs, shape=(3, 4))[0]))(xs)
+  want = np.zeros_like(xs)
+  want[:3, :4] = xs[:3, :4][::-1, ::-1].cumsum(0).cumsum(1)[::-1, ::-1]
+  np.testing.assert_allclose(ys, want, rtol=1e-12)
+  assert np.isfinite(total) and np.all(np.asarray(grad)[_outside((4, 5), 3, 4)] == 0)
+
+
+# Per-image valid regions of the stack's batch of (4, 5) images.
+STACK_SHAPES = np.array([[3, 4], [4, 5], [0, 2]], np.int32)
+
+
+@pytest.fixture(scope="module")
+def stack_run():
   layer = jaxrnn.rnn2d(jaxrnn.lstm2d(4))
   net = jaxrnn.stack(layer, jaxrnn.readout(3))
-  params = net.init_params(jax.random.key(29), 2, jnp.float64)
-  assert params[1].W_hy.shape == (4, 3)
-  xs = _image(jax.random.key(30), (4, 5, 2)).at[3:].set(jnp.nan).at[:, 4:].set(jnp.nan)
+  params = _random_params(net, 29, 2)
+  batch = _junk_batch(30, (4, 5), STACK_SHAPES)
 
   @jax.jit
-  def both(params, xs):
-    hidden, carry = layer.apply(params[0], xs, shape=(3, 4))
-    return net.apply(params, xs, shape=(3, 4)), (hidden, carry)
+  def run(params, batch, shapes):
+    xs = batch[0]  # valid region (3, 4)
+    return dict(
+        hidden=layer.apply(params[0], xs, shape=(3, 4)),
+        pair=net.apply(params, xs, shape=(3, 4)),
+        traced=net.apply(params, xs, shape=shapes[0]),
+        concrete=net.apply(params, xs, shape=np.array([3, 4])),
+        hidden_batch=jax.vmap(lambda x, s: layer.apply(params[0], x, shape=(s[0], s[1]))[0])(
+            batch, shapes),
+        batch=jax.vmap(lambda x, s: net.apply(params, x, shape=s))(batch, shapes))
 
-  (ys, carries), (hidden, carry) = both(params, xs)
+  return net, params, batch, run(params, batch, jnp.asarray(STACK_SHAPES))
+
+
+def test_stack_and_readout_map_every_position(stack_run):
+  """stack passes shape= on to every layer; readout maps every position."""
+  _, params, _, out = stack_run
+  (ys, carries), (hidden, carry) = out["pair"], out["hidden"]
   assert ys.shape == (4, 5, 3)
   want = hidden @ params[1].W_hy + params[1].b_y[None, None, :]
   np.testing.assert_allclose(ys[:3, :4], want[:3, :4], rtol=1e-12)
   assert np.all(np.asarray(ys[3:]) == 0) and np.all(np.asarray(ys[:, 4:]) == 0)
-  assert_trees_close(carries[0], carry)
+  assert_close(carries[0], carry, rtol=0, atol=0)
+  # Output sizes from shapes alone: rnn2d's cell, and a multidirectional
+  # layer (its outputs' shape for an image input).
+  corners = jaxrnn.multidirectional(jaxrnn.rnn2d(jaxrnn.lstm2d(4)),
+                                    jaxrnn.rnn2d(jaxrnn.lstm2d(5), reverse=(True, True)))
+  for net, size in ((jaxrnn.stack(jaxrnn.rnn2d(jaxrnn.lstm2d(4)), jaxrnn.readout(3)), 4),
+                    (jaxrnn.stack(corners, jaxrnn.readout(3)), 9)):
+    params = jax.eval_shape(lambda key: net.init_params(key, 2), jax.random.key(0))
+    assert params[1].W_hy.shape == (size, 3)
+
+
+def test_stack_and_readout_take_an_array_shape(stack_run):
+  """``shape=`` as an integer array of shape (2,) (concrete, traced, and one
+  per image under vmap) through rnn2d and readout alike."""
+  _, params, batch, out = stack_run
+  assert_close(out["traced"], out["pair"], rtol=0, atol=0)
+  assert_close(out["concrete"], out["pair"], rtol=0, atol=0)
+  ys = np.asarray(out["batch"][0])
+  want = out["hidden_batch"] @ params[1].W_hy + params[1].b_y[None, None, None, :]
+  assert np.all(np.isfinite(ys))
+  for b, (h, w) in enumerate(STACK_SHAPES):
+    np.testing.assert_allclose(ys[b, :h, :w], want[b, :h, :w], rtol=1e-12)
+    assert np.all(ys[b][_outside(ys.shape[1:3], h, w)] == 0)
+  # readout alone, eagerly, with a concrete array.
+  hidden = jnp.nan_to_num(out["hidden"][0])
+  ys, _ = jaxrnn.readout(3).apply(params[1], hidden, shape=jnp.array([3, 4]))
+  np.testing.assert_allclose(ys, out["pair"][0], rtol=1e-12, atol=0)
+
+# ---------------------------------------------------------------------------
+# Cells: initialisation and config.
+
+
+def test_lstm2d_init():
+  cell = jaxrnn.lstm2d(4, forget_bias=2.0)
+  assert dict(cell.config) == {"kind": "lstm2d", "hidden_size": 4, "forget_bias": 2.0}
+  params = cell.init_params(jax.random.key(0), 3)
+  assert isinstance(params, jaxrnn.LSTM2DParams)
+  assert params.W_x.shape == (3, 20) and params.b_h.shape == (20,)
+  assert params.W_up.shape == params.W_left.shape == (4, 20)
+  assert params.W_x.dtype == jnp.float64  # the default float: x64 is on here
+  # Forget biases on both forget gates (f_up, f_left), nowhere else.
+  np.testing.assert_array_equal(params.b_x, np.repeat([0.0, 2.0, 2.0, 0.0, 0.0], 4))
+  np.testing.assert_array_equal(params.b_h, np.zeros(20))
+  # Orthogonal per gate block, and the two directions drawn independently.
+  for W in (params.W_up, params.W_left):
+    for k in range(5):
+      block = np.asarray(W[:, 4 * k:4 * k + 4])
+      np.testing.assert_allclose(block.T @ block, np.eye(4), atol=1e-10)
+  assert not np.allclose(params.W_up, params.W_left)
+  carry = cell.init_carry(jnp.float16)
+  assert isinstance(carry, jaxrnn.LSTMState) and carry.h.dtype == jnp.float16
+  assert carry.h.shape == carry.c.shape == (4,)
+  assert cell.hidden_size == cell.output_size == 4
+
+
+def test_elman2d_init():
+  cell = jaxrnn.elman2d(4)
+  assert dict(cell.config) == {"kind": "elman2d", "hidden_size": 4, "activation": "tanh"}
+  # jnp.tanh is "tanh", as for elman; the activation is keyword-only.
+  assert dict(jaxrnn.elman2d(4, activation=jnp.tanh).config)["activation"] == "tanh"
+  with pytest.raises(TypeError, match="positional"):
+    jaxrnn.elman2d(4, "relu")
+  params = cell.init_params(jax.random.key(0), 2)
+  assert isinstance(params, jaxrnn.Elman2DParams)
+  assert params.W_x.shape == (2, 4) and params.W_up.shape == params.W_left.shape == (4, 4)
+  np.testing.assert_array_equal(params.b_x, np.zeros(4))
+  np.testing.assert_allclose(params.W_up.T @ params.W_up, np.eye(4), atol=1e-10)
+  # bfloat16 params (their dtypes traced only); the products accumulate in float32.
+  shapes = jax.eval_shape(lambda key: cell.init_params(key, 2, jnp.bfloat16), jax.random.key(0))
+  assert all(leaf.dtype == jnp.bfloat16 for leaf in shapes)
+  params = jax.tree_util.tree_map(lambda a: jnp.full(a.shape, 0.25, a.dtype), shapes)
+  h, y = cell.cell_apply(params, (cell.init_carry(), cell.init_carry()), jnp.ones(2))
+  assert h.shape == (4,) and h.dtype == jnp.float32 and bool(jnp.all(h == y))
 
 
 # ---------------------------------------------------------------------------
-# Errors.
+# Errors: each names the argument, what was expected and what was given.
 
 
-def _errors():
+@pytest.fixture(scope="module")
+def s():
   cell = jaxrnn.lstm2d(3)
-  layer = jaxrnn.rnn2d(cell)
-  params = cell.init_params(jax.random.key(0), 2)
-  xs = jnp.ones((4, 5, 2))
-  zero = cell.init_carry()
-  return [
-      (lambda: layer.apply(params, jnp.ones((2, 4, 5, 2))), ValueError, r"ONE image.*vmap"),
-      (lambda: layer.apply(params, jnp.ones((4, 2))), ValueError, r"xs: .*\(R, C, input_size\)"),
-      (lambda: layer.apply(params, jnp.ones((4, 5, 3))), ValueError, r"xs: .*\(R, C, 2\).*\(4, 5, 3\)"),
-      (lambda: layer.apply(params, jnp.ones((4, 5, 2), jnp.int32)), TypeError, "xs: expected a floating"),
-      (lambda: layer.apply(params, jnp.ones((0, 5, 2))), ValueError, r"xs: .*at least one row"),
-      (lambda: layer.apply(params, xs, shape=(5, 1)), ValueError, r"shape\[0\] \(h\): expected an integer in \[0, 4\], got 5"),
-      (lambda: layer.apply(params, xs, shape=(1, -1)), ValueError, r"shape\[1\] \(w\).*got -1"),
-      (lambda: layer.apply(params, xs, shape=4), TypeError, r"shape: expected a pair \(h, w\)"),
-      (lambda: layer.apply(params, xs, shape=(1.5, 2)), TypeError, r"shape\[0\] \(h\): expected an integer"),
-      (lambda: layer.apply(params, xs, shape=jnp.array([1, 2, 3])), ValueError, r"shape: .*\(2,\)"),
-      (lambda: layer.apply(params, xs, length=3), ValueError, r"length: .*shape=\(h, w\)"),
-      (lambda: layer.apply(params, xs, reset=jnp.zeros(4, bool)), ValueError, "reset: "),
-      (lambda: layer.apply(params, xs, carry=jnp.zeros(3)), TypeError, "carry: "),
-      (lambda: layer.apply(jaxrnn.elman2d(3).init_params(jax.random.key(0), 2), xs), TypeError,
-       "params: lstm2d.*expects LSTM2DParams"),
-      (lambda: cell.cell_apply(params, zero, jnp.ones(2)), TypeError,
-       r"carries: .*pair \(carry_up, carry_left\), got one LSTMState"),
-      (lambda: cell.cell_apply(params, (zero,) * 3, jnp.ones(2)), TypeError, "got 3 entries"),
-      (lambda: cell.cell_apply(params, (zero, zero.h), jnp.ones(2)), TypeError, r"carries\[1\] \(carry_left\)"),
-      (lambda: cell.cell_apply(params, (zero, zero), jnp.ones(3)), ValueError, r"x: .*\(2,\)"),
-      (lambda: jaxrnn.rnn2d(jaxrnn.rnn(jaxrnn.lstm(3))), TypeError, "cell: expected a jaxrnn.Cell"),
-      (lambda: jaxrnn.rnn2d(cell, reverse=True), TypeError, r"reverse: expected a pair"),
-      (lambda: jaxrnn.rnn2d(cell, reverse=(1, 0)), TypeError, r"reverse\[0\] \(rows\): expected a bool"),
-      (lambda: jaxrnn.rnn2d(cell, method="diagonal"), ValueError, "method: expected one of"),
-      (lambda: jaxrnn.rnn2d(cell, remat=0), ValueError, "remat: expected a positive int"),
-      (lambda: jaxrnn.lstm2d(0), ValueError, "hidden_size: expected a positive int"),
-      (lambda: jaxrnn.elman2d(3, activation="gelu"), ValueError, "activation: expected one of"),
-      (lambda: jaxrnn.multidirectional(), ValueError, "layers: .*at least one"),
-      (lambda: jaxrnn.multidirectional(layer, merge="max"), ValueError, "merge: expected one of"),
-      (lambda: jaxrnn.multidirectional(layer, cell), TypeError, r"layers\[1\]: expected a jaxrnn.Layer"),
-      (lambda: jaxrnn.multidirectional(layer, layer).apply((params,), xs), TypeError,
-       "params: .*tuple of 2 entries, got 1"),
-      (lambda: jaxrnn.renet(layer, cell), TypeError, "column_layer: expected a jaxrnn.Layer"),
-  ]
+  return types.SimpleNamespace(cell=cell, layer=jaxrnn.rnn2d(cell), zero=cell.init_carry(),
+                               params=_random_params(cell, 0, 2),
+                               xs=jnp.ones((4, 5, 2)))
 
 
-@pytest.mark.parametrize("index", range(len(_errors())))
-def test_errors(index):
-  fn, kind, match = _errors()[index]
+ERRORS = [
+    (lambda s: s.layer.apply(s.params, jnp.ones((2, 4, 5, 2))), ValueError,
+     r"ONE image.*vmap"),
+    (lambda s: s.layer.apply(s.params, jnp.ones((4, 2))), ValueError,
+     r"xs: .*\(R, C, input_size\)"),
+    (lambda s: s.layer.apply(s.params, jnp.ones((4, 5, 3))), ValueError,
+     r"xs: .*\(R, C, 2\).*\(4, 5, 3\)"),
+    (lambda s: s.layer.apply(s.params, jnp.ones((4, 5, 2), jnp.int32)), TypeError,
+     "xs: expected a floating"),
+    (lambda s: s.layer.apply(s.params, jnp.ones((0, 5, 2))), ValueError,
+     r"xs: .*at least one row"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=(5, 1)), ValueError,
+     r"shape\[0\] \(h\): expected an integer in \[0, R\] = \[0, 4\], got 5"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=(1, -1)), ValueError,
+     r"shape\[1\] \(w\): expected an integer in \[0, C\] = \[0, 5\], got -1"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=jnp.array([1, 6])), ValueError,
+     r"shape\[1\] \(w\): expected an integer in \[0, C\] = \[0, 5\], got 6"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=4), TypeError,
+     r"shape: expected a pair \(h, w\), got int"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=(1.5, 2)), TypeError,
+     r"shape\[0\] \(h\): expected an integer scalar, got float"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=jnp.array([1.0, 2.0])), TypeError,
+     r"shape\[0\] \(h\): expected an integer scalar, got dtype float"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=jnp.array([1, 2, 3])), ValueError,
+     r"shape: expected \(h, w\), .*shape \(2,\), got an array of shape \(3,\)"),
+    (lambda s: s.layer.apply(s.params, s.xs, shape=(jnp.array([1, 2]), 3)), ValueError,
+     r"shape: expected a pair \(h, w\) of scalars \(one image\), got shapes \(\(2,\), \(\)\)"),
+    (lambda s: jaxrnn.readout(2).apply(jaxrnn.ReadoutParams(jnp.ones((2, 2)), jnp.ones(2)),
+                                       s.xs, shape=jnp.array([5, 1])), ValueError,
+     r"shape\[0\] \(h\): expected an integer in \[0, R\] = \[0, 4\], got 5"),
+    (lambda s: s.layer.apply(s.params, s.xs, length=3), ValueError,
+     r"length: .*shape=\(h, w\)"),
+    (lambda s: s.layer.apply(s.params, s.xs, reset=jnp.zeros(4, bool)), ValueError,
+     "reset: "),
+    (lambda s: s.layer.apply(s.params, s.xs, carry=jnp.zeros(3)), TypeError,
+     "carry: rnn2d.apply expects a carry structured like"),
+    (lambda s: s.layer.apply(s.params, s.xs, key=jax.random.split(jax.random.key(0))),
+     ValueError, r"key: expected ONE PRNG key \(shape \(\)\), got shape \(2,\)"),
+    (lambda s: s.layer.apply(_random_params(jaxrnn.elman2d(3), 0, 2), s.xs),
+     TypeError, "params: lstm2d.*expects LSTM2DParams"),
+    (lambda s: s.cell.cell_apply(s.params, s.zero, jnp.ones(2)), TypeError,
+     r"carries: .*pair \(carry_up, carry_left\), got one LSTMState"),
+    (lambda s: s.cell.cell_apply(s.params, (s.zero,) * 3, jnp.ones(2)), TypeError,
+     "got 3 entries"),
+    (lambda s: s.cell.cell_apply(s.params, (s.zero, s.zero.h), jnp.ones(2)), TypeError,
+     r"carries\[1\] \(carry_left\): lstm2d\(hidden_size=3\) expects a carry structured"),
+    (lambda s: s.cell.cell_apply(s.params, (s.zero, s.zero), jnp.ones(3)), ValueError,
+     r"x: .*\(2,\)"),
+    (lambda s: jaxrnn.rnn2d(jaxrnn.rnn(jaxrnn.lstm(3))), TypeError,
+     r"cell: expected a jaxrnn.Cell, got a jaxrnn.Layer; pass the 2-D cell itself "
+     r"\(e.g. jaxrnn.lstm2d\(32\)\), not rnn2d\(cell\)"),
+    (lambda s: jaxrnn.rnn2d(3), TypeError, "cell: expected a jaxrnn.Cell, got int"),
+    (lambda s: jaxrnn.rnn2d(s.cell, reverse=True), TypeError, r"reverse: expected a pair"),
+    (lambda s: jaxrnn.rnn2d(s.cell, reverse=(1, 0)), TypeError,
+     r"reverse\[0\] \(rows\): expected a bool"),
+    (lambda s: jaxrnn.rnn2d(s.cell, method="diagonal"), ValueError,
+     "method: expected one of"),
+    (lambda s: jaxrnn.rnn2d(s.cell, remat=0), ValueError, "remat: expected a positive int"),
+    (lambda s: jaxrnn.lstm2d(0), ValueError, "hidden_size: expected a positive int"),
+    (lambda s: jaxrnn.elman2d(3, activation="gelu"), ValueError,
+     r"activation: expected one of \['relu', 'tanh'\] or a callable, got 'gelu'"),
+    (lambda s: jaxrnn.multidirectional(), ValueError, "layers: .*at least one"),
+    (lambda s: jaxrnn.multidirectional(s.layer, merge="max"), ValueError,
+     r"merge: expected one of \['concat', 'mean', 'mul', 'sum'\] or a callable, got 'max'"),
+    (lambda s: jaxrnn.multidirectional(s.layer, s.cell), TypeError,
+     r"layers\[1\]: expected a jaxrnn.Layer, got a jaxrnn.Cell; wrap it as "
+     r"jaxrnn.rnn2d\(cell\)"),
+    (lambda s: jaxrnn.multidirectional(s.layer, s.layer).apply((s.params,), s.xs), TypeError,
+     "params: .*tuple of 2 entries, got 1"),
+    (lambda s: jaxrnn.renet(s.layer, s.cell), TypeError,
+     "column_layer: expected a jaxrnn.Layer, got a jaxrnn.Cell"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(ERRORS)))
+def test_errors(s, index):
+  fn, kind, match = ERRORS[index]
   with pytest.raises(kind, match=match):
-    fn()
+    fn(s)

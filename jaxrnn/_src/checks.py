@@ -123,12 +123,13 @@ def check_sequence(xs: Any, input_size: Optional[int], owner: str,
   check_floating(xs, "xs")
 
 
-def check_length(length: Any, num_steps: int, name: str = "length"
+def check_length(length: Any, num_steps: int, name: str = "length", bound: str = "T"
                  ) -> Optional[jax.Array]:
   """Validates ``length`` and returns it as an int32 scalar array (or None).
 
   A ``length`` known at trace time (a Python or NumPy integer) outside
   ``[0, T]`` raises ValueError; a traced ``length`` is clamped to ``[0, T]``.
+  ``bound`` names ``T = num_steps`` in messages.
   """
   if length is None:
     return None
@@ -151,25 +152,25 @@ def check_length(length: Any, num_steps: int, name: str = "length"
       )
   if not isinstance(length, jax.core.Tracer) and not 0 <= int(length) <= num_steps:
     raise ValueError(
-        f"{name}: expected an integer in [0, T] = [0, {num_steps}], got {int(length)}"
+        f"{name}: expected an integer in [0, {bound}] = [0, {num_steps}], got {int(length)}"
     )
   if isinstance(length, numbers.Integral):
     return jnp.asarray(int(length), dtype=jnp.int32)
   return jnp.clip(length, 0, num_steps).astype(jnp.int32)
 
 
-def check_carry(carry: Any, reference: Any, owner: str) -> None:
+def check_carry(carry: Any, reference: Any, owner: str, name: str = "carry") -> None:
   """Checks that ``carry`` has the structure and shapes of ``reference``."""
   ref_struct = jax.tree_util.tree_structure(reference)
   struct = jax.tree_util.tree_structure(carry)
   if struct != ref_struct:
     raise TypeError(
-        f"carry: {owner} expects a carry structured like {ref_struct}, got {struct}"
+        f"{name}: {owner} expects a carry structured like {ref_struct}, got {struct}"
     )
   for got, want in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(reference)):
     if np.shape(got) != np.shape(want):
       raise ValueError(
-          f"carry: {owner} expects leaves of shape {np.shape(want)}, got "
+          f"{name}: {owner} expects leaves of shape {np.shape(want)}, got "
           f"{np.shape(got)}; a carry is for ONE example (vmap for a minibatch)"
       )
 
@@ -179,6 +180,16 @@ def describe(value: Any) -> str:
   if hasattr(value, "shape") and hasattr(value, "dtype"):
     return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
   return type(value).__name__
+
+
+def check_entries(value: Any, n: int, name: str, owner: str) -> None:
+  """Raises TypeError unless ``value`` is a tuple (or list) of ``n`` entries, one
+  per layer; a NamedTuple (one cell's or layer's params or carry) is not one."""
+  fields = getattr(type(value), "_fields", None)
+  if not isinstance(value, (tuple, list)) or fields is not None or len(value) != n:
+    got = (describe(value) if not isinstance(value, (tuple, list)) else f"{len(value)} entries"
+           if fields is None else f"{type(value).__name__} with {len(value)} fields")
+    raise TypeError(f"{name}: {owner} expects a tuple of {n} entries, got {got}")
 
 
 # The dtype policy.

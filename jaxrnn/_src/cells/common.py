@@ -196,20 +196,33 @@ def masked_hidden(h: Array, h_mask: Optional[Array]) -> Array:
 
 
 def build(*, init_params, init_carry, check, project, config, check_inputs=None,
-          hidden_size, output_size, step=None, product=None, linear=None,
-          input_ndim=1) -> Cell:
+          input_size=None, hidden_size, output_size, step=None, product=None,
+          linear=None, input_ndim=1) -> Cell:
   """A `Cell` whose ``cell_apply`` is ``step ∘ project``, with its hooks.
 
-  ``check(params)`` validates params; ``check_inputs(params, xs, ndim)``
-  validates inputs whose last ``ndim`` axes are one step's (default: vector
-  inputs of ``W_x``'s row count, `vector_inputs`); ``project``
-  maps inputs to the step's input pre-activations. Exactly one of
-  ``step(params, carry, zx_t, h_mask)``, ``product`` (a `hooks.Product`)
+  ``check(params)`` validates params; ``input_size(params)`` reads the input
+  size from checked params (default: ``W_x``'s row count);
+  ``check_inputs(params, xs, ndim)`` validates inputs whose last ``ndim``
+  axes are one step's (default: vectors of that size);
+  ``project`` maps inputs to the step's input pre-activations. Exactly one
+  of ``step(params, carry, zx_t, h_mask)``, ``product`` (a `hooks.Product`)
   or ``linear`` (a `hooks.Linear`) gives the rest of the equation; the step
-  is derived from the latter two, so each equation exists once.
+  is derived from the latter two, so each equation exists once. The hidden
+  part of a carry is ``product.hidden``'s, else the carry itself.
   """
-  if check_inputs is None:
-    check_inputs = vector_inputs(lambda p: p.W_x.shape[0])
+  input_size = input_size or (lambda params: params.W_x.shape[0])
+
+  def vector_inputs(params, xs, ndim):  # the default check_inputs
+    size = input_size(params)
+    if ndim is not None:
+      checks.check_array_shape(xs, (size,), "x", "cell_apply")
+    elif not jnp.shape(xs) or jnp.shape(xs)[-1] != size:
+      raise ValueError(
+          f"xs: project expects shape (..., {size}) (input_size={size}), got shape "
+          f"{tuple(jnp.shape(xs))}")
+    checks.check_floating(xs, "x" if ndim is not None else "xs")
+
+  check_inputs = check_inputs or vector_inputs
   if product is not None:
 
     def step(params, carry, zx_t, h_mask):
@@ -236,26 +249,10 @@ def build(*, init_params, init_carry, check, project, config, check_inputs=None,
     checks.check_carry(carry, init_carry(), "cell_apply")
     return step(params, carry, project(params, x), None)
 
+  hidden = product.hidden if product is not None else lambda carry: carry
   hooks_lib.register(cell_apply, hooks_lib.Hooks(
-      check=check, check_inputs=check_inputs, project=checked_project,
-      step=step, product=product, linear=linear))
+      check, input_size, hidden, check_inputs, checked_project, step, product, linear))
   return Cell(init_params=init_params, init_carry=init_carry,
               cell_apply=cell_apply, hidden_size=hidden_size,
               output_size=output_size, config=tuple(config.items()),
               input_ndim=input_ndim)
-
-
-def vector_inputs(input_size_of):
-  """``check_inputs`` for cells whose step input is a vector."""
-
-  def check_inputs(params, xs, ndim):
-    input_size = input_size_of(params)
-    if ndim is not None:
-      checks.check_array_shape(xs, (input_size,), "x", "cell_apply")
-    elif not jnp.shape(xs) or jnp.shape(xs)[-1] != input_size:
-      raise ValueError(
-          f"xs: project expects shape (..., {input_size}) (input_size="
-          f"{input_size}), got shape {tuple(jnp.shape(xs))}")
-    checks.check_floating(xs, "x" if ndim is not None else "xs")
-
-  return check_inputs

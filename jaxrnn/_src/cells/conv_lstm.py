@@ -214,9 +214,9 @@ def conv_lstm(
     return LSTMState(h_t, c_t), h_t, res
 
   return common.build(
-      init_params=init_params, check=check,
+      init_params=init_params, check=check, project=project,
       init_carry=common.zeros_carry(state_shape, state_shape, make=LSTMState),
-      check_inputs=check_inputs, project=project,
+      input_size=lambda params: params.W_x.shape[2], check_inputs=check_inputs,
       product=hooks.Product(recur, lambda c: c.h, pointwise,
                             None if peephole else lstm_tangent, summed=True),
       hidden_size=C, output_size=C, input_ndim=3,

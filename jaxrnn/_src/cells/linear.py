@@ -317,7 +317,7 @@ def lru(
 
   return common.build(
       init_params=init_params, init_carry=common.zeros_carry(N, N, make=LRUState),
-      check=check, check_inputs=common.vector_inputs(lambda p: p.B_re.shape[0]),
+      check=check, input_size=lambda params: params.B_re.shape[0],
       project=project,
       linear=hooks.Linear(
           coefficients=coefficients,

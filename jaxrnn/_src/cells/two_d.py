@@ -14,7 +14,7 @@ per direction, gates fused along the last axis::
 `jaxrnn.rnn2d` runs such a cell over an image.
 """
 
-from typing import Callable, NamedTuple, Union
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +23,11 @@ import numpy as np
 from jaxrnn._src import checks
 from jaxrnn._src import initializers as inits
 from jaxrnn._src.base import Cell
+from jaxrnn._src.cells import common
 from jaxrnn._src.cells.lstm import LSTMState
+from jaxrnn._src.engine import hooks
 
 Array = jax.Array
-ActivationArg = Union[str, Callable[[Array], Array]]
 
 
 class LSTM2DParams(NamedTuple):
@@ -49,24 +50,10 @@ class Elman2DParams(NamedTuple):
   b_h: Array  # (H,)
 
 
-_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-
-
-def _activation(activation: ActivationArg) -> Callable[[Array], Array]:
-  if callable(activation):
-    return activation
-  if isinstance(activation, str) and activation in _ACTIVATIONS:
-    return _ACTIVATIONS[activation]
-  raise ValueError(
-      f"activation: expected one of {sorted(_ACTIVATIONS)} or a callable, "
-      f"got {activation!r}")
-
-
 def _init(key, input_size, dtype, *, hidden_size, num_gates, input_init,
           recurrent_init, bias_init):
   """Draws ``W_x``, ``W_up``, ``W_left``, ``b_x`` and ``b_h``."""
-  input_size = checks.check_positive_int(input_size, "input_size")
-  dtype = checks.default_float() if dtype is None else jnp.dtype(dtype)
+  input_size, dtype = checks.init_args(input_size, dtype)
   k_x, k_up, k_left, k_bx, k_bh = jax.random.split(key, 5)
   gh = num_gates * hidden_size
   return (
@@ -81,26 +68,10 @@ def _init(key, input_size, dtype, *, hidden_size, num_gates, input_init,
 def _check_params(params, params_type, owner, hidden_size, num_gates):
   checks.check_params(params, params_type, owner)
   gh = num_gates * hidden_size
-  if np.ndim(params.W_x) != 2 or np.shape(params.W_x)[1] != gh:
-    raise ValueError(
-        f"params.W_x: {owner} expects shape (input_size, {gh}), got "
-        f"{tuple(np.shape(params.W_x))}")
+  checks.check_input_matrix(params.W_x, gh, "params.W_x", owner)
   for name, shape in (("W_up", (hidden_size, gh)), ("W_left", (hidden_size, gh)),
                       ("b_x", (gh,)), ("b_h", (gh,))):
     checks.check_array_shape(getattr(params, name), shape, f"params.{name}", owner)
-
-
-def _check_carry(carry, reference, name, owner):
-  """Raises unless ``carry`` is structured and shaped like ``reference``."""
-  want = jax.tree_util.tree_structure(reference)
-  got = jax.tree_util.tree_structure(carry)
-  if got != want:
-    raise TypeError(f"{name}: {owner} expects a carry structured like {want}, got {got}")
-  for leaf, ref in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(reference)):
-    if np.shape(leaf) != np.shape(ref):
-      raise ValueError(
-          f"{name}: {owner} expects leaves of shape {np.shape(ref)}, got "
-          f"{np.shape(leaf)}; a carry is for ONE position of ONE image")
 
 
 def _check_step(params, carries, x, reference_carry, owner):
@@ -113,10 +84,32 @@ def _check_step(params, carries, x, reference_carry, owner):
     raise TypeError(
         f"carries: {owner} expects a pair (carry_up, carry_left), got {got}")
   for k, name in enumerate(("carry_up", "carry_left")):
-    _check_carry(carries[k], reference_carry, f"carries[{k}] ({name})", owner)
+    checks.check_carry(carries[k], reference_carry, owner, f"carries[{k}] ({name})")
   checks.check_array_shape(x, (np.shape(params.W_x)[0],), "x", owner)
   checks.check_floating(x, "x")
   return carries
+
+
+def _build(*, config, params_type, num_gates, init_params, init_carry, equation, hidden):
+  """A 2-D `Cell` whose ``cell_apply`` checks its arguments and runs
+  ``equation(params, carry_up, carry_left, x) -> (carry, y)``, registered
+  with its hooks: the params check, the input size they record (``W_x``'s
+  rows) and ``hidden(carry)``, the hidden part of a carry."""
+  H = config["hidden_size"]
+  owner = f"{config['kind']}(hidden_size={H})"
+
+  def check(params):
+    _check_params(params, params_type, owner, H, num_gates)
+
+  def cell_apply(params, carries, x):
+    check(params)
+    up, left = _check_step(params, carries, x, init_carry(), owner)
+    return equation(params, up, left, x)
+
+  hooks.register(cell_apply, hooks.Hooks(
+      check=check, input_size=lambda params: params.W_x.shape[0], hidden=hidden))
+  return Cell(init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
+              hidden_size=H, output_size=H, config=tuple(config.items()))
 
 
 def _preactivation(params, h_up, h_left, x):
@@ -179,7 +172,6 @@ def lstm2d(
     Networks, ICANN 2007 (arXiv:0705.2011).
   """
   H = checks.check_positive_int(hidden_size, "hidden_size")
-  owner = f"lstm2d(hidden_size={H})"
   # σ(z) = (1 + tanh(z / 2)) / 2: one tanh over all 5H pre-activations, as
   # `lstm` does (one nonlinearity over a contiguous array vectorises).
   gate_scale = np.repeat(np.array([0.5, 0.5, 0.5, 1.0, 0.5]), H)
@@ -191,13 +183,7 @@ def lstm2d(
     b_x = b_x.at[H:3 * H].add(jnp.asarray(forget_bias, b_x.dtype))
     return LSTM2DParams(W_x, W_up, W_left, b_x, b_h)
 
-  def init_carry(dtype=None):
-    dtype = checks.default_float() if dtype is None else dtype
-    return LSTMState(h=jnp.zeros((H,), dtype), c=jnp.zeros((H,), dtype))
-
-  def cell_apply(params, carries, x):
-    _check_params(params, LSTM2DParams, owner, H, 5)
-    up, left = _check_step(params, carries, x, init_carry(), owner)
+  def equation(params, up, left, x):
     z = _preactivation(params, up.h, left.h, x)
     t = jnp.tanh(z * jnp.asarray(gate_scale, z.dtype))
     i, f_up, f_left, _, o = jnp.split(0.5 * t + 0.5, 5)
@@ -206,14 +192,16 @@ def lstm2d(
     h = o * jnp.tanh(c)
     return LSTMState(h, c), h
 
-  return Cell(init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
-              hidden_size=H, output_size=H)
+  return _build(config=dict(kind="lstm2d", hidden_size=H, forget_bias=forget_bias),
+                params_type=LSTM2DParams, num_gates=5, init_params=init_params,
+                init_carry=common.zeros_carry((H,), (H,), make=LSTMState),
+                equation=equation, hidden=lambda carry: carry.h)
 
 
 def elman2d(
     hidden_size: int,
-    activation: ActivationArg = "tanh",
     *,
+    activation: common.ActivationArg = "tanh",
     input_init: inits.Initializer = inits.default_input_init,
     recurrent_init: inits.Initializer = inits.default_recurrent_init,
     bias_init: inits.Initializer = inits.default_bias_init,
@@ -245,23 +233,19 @@ def elman2d(
     ((4,), True)
   """
   H = checks.check_positive_int(hidden_size, "hidden_size")
-  phi = _activation(activation)
-  owner = f"elman2d(hidden_size={H})"
+  activation = common.activation_name(activation)
+  phi = common.activation_function(activation)
 
   def init_params(key, input_size, dtype=None):
     return Elman2DParams(*_init(
         key, input_size, dtype, hidden_size=H, num_gates=1, input_init=input_init,
         recurrent_init=recurrent_init, bias_init=bias_init))
 
-  def init_carry(dtype=None):
-    dtype = checks.default_float() if dtype is None else dtype
-    return jnp.zeros((H,), dtype)
-
-  def cell_apply(params, carries, x):
-    _check_params(params, Elman2DParams, owner, H, 1)
-    h_up, h_left = _check_step(params, carries, x, init_carry(), owner)
+  def equation(params, h_up, h_left, x):
     h = phi(_preactivation(params, h_up, h_left, x))
     return h, h
 
-  return Cell(init_params=init_params, init_carry=init_carry, cell_apply=cell_apply,
-              hidden_size=H, output_size=H)
+  return _build(config=dict(kind="elman2d", hidden_size=H, activation=activation),
+                params_type=Elman2DParams, num_gates=1, init_params=init_params,
+                init_carry=common.zeros_carry((H,)), equation=equation,
+                hidden=lambda carry: carry)

@@ -21,10 +21,10 @@ rule is plain JAX, so it is itself differentiable: Hessians, gradients of
 gradients and every other composition work.
 
 Masking (padding, resets, zoneout) is `steps.masked`, applied alike to the
-forward and the tangent scans. When nothing is differentiated the forward
-scan may read its inputs and write its outputs in place
-(`EngineSettings.in_place`), and narrow batches run a form of their own
-(`EngineSettings.narrow_max_batch`, `_inference`).
+forward and the tangent scans. The forward scan may write its outputs in
+place (`EngineSettings.in_place`); when nothing is differentiated it may
+also read its inputs in place, and narrow batches run a form of their own
+(`EngineSettings.narrow_max_batch`): those CPU layouts are in `inference`.
 """
 
 from functools import partial
@@ -33,10 +33,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src.engine import inference
+from jaxrnn._src.engine import settings as settings_lib
 from jaxrnn._src.engine import steps as steps_lib
 from jaxrnn._src.engine.hooks import Hooks
-
-tree_map = jax.tree_util.tree_map
 
 
 class Static(NamedTuple):
@@ -63,14 +63,13 @@ def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
 
   ``static.hoist``: the input projection of every step as one product
   before the loop, or per step. ``static.in_place``: outputs written by
-  index into a carried buffer (`steps.scan`), and, when nothing is kept for
+  index into a carried buffer (`inference.scan`), and, when nothing is kept for
   a tangent scan, inputs read by index, so that under vmap they keep their
   batch-major layout; otherwise the scan takes and stacks them time-major,
   and vmap transposes them around the loop. (Inputs read by index would,
   differentiated, transpose into one scatter per block.)
   """
-  hooks = static.hooks
-  product = hooks.product
+  hooks, product = static.hooks, static.hooks.product
   hoist, in_place, unroll = static.hoist, static.in_place, static.unroll[0]
   inputs = hooks.project(params, xs) if hoist else xs
 
@@ -87,7 +86,7 @@ def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
 
   body = steps_lib.masked(step, initial, static.zoneout)
   if in_place:
-    carry, (ys, saved) = steps_lib.scan(body, carry, (tuple(steps), inputs),
+    carry, (ys, saved) = inference.scan(body, carry, (tuple(steps), inputs),
                                         reverse=static.reverse, unroll=unroll,
                                         read_in_place=not keep)
   else:
@@ -96,49 +95,11 @@ def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
   return ys, carry, saved
 
 
-def _inference(static, *args):
-  """``(ys, carry)`` of `_forward` without residuals, by batch size.
-
-  The layer is written per example, so only a batching rule sees the batch
-  size (``jax.custom_batching.custom_vmap``). Up to
-  ``static.narrow_max_batch`` examples, and unbatched calls, run the narrow
-  form of the loop: the input projection hoisted (unless the cell's
-  ``narrow_hoist`` is False), inputs and outputs stacked time-major (under
-  a narrow vmap the transposes around the loop are cheap, and at one
-  example free) and one step per iteration; wider batches run
-  ``static``'s form. The rule sits on the primal alone: JAX
-  cannot transpose it, and every derivative of `scan` goes through its
-  JVP rule. Its outputs come back batch-major, and under vmap the JVP
-  rule's must too (JAX takes their batch axis from the primal's): so only
-  with ``static.in_place``.
-  """
-  if not (static.in_place and static.narrow_max_batch):
-    return _forward(static, False, *args)[:2]
-  narrow = static._replace(hoist=static.hooks.product.narrow_hoist, in_place=False,
-                           unroll=(1, static.unroll[1]))
-  leaves, tree = jax.tree_util.tree_flatten(args)
-
-  def run(form, *leaves):
-    return _forward(form, False, *jax.tree_util.tree_unflatten(tree, leaves))[:2]
-
-  @jax.custom_batching.custom_vmap
-  def forward(*leaves):
-    return run(narrow, *leaves)
-
-  @forward.def_vmap
-  def _rule(axis_size, in_batched, *leaves):
-    form = narrow if axis_size <= static.narrow_max_batch else static
-    out = jax.vmap(partial(run, form), in_axes=[0 if b else None for b in in_batched],
-                   axis_size=axis_size)(*leaves)
-    return out, tree_map(lambda _: True, out)
-
-  return forward(*leaves)
-
-
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
 def scan(static: Static, params, carry, xs, initial, h_mask, steps):
   """``(ys, carry)`` of the masked scan; see the module notes."""
-  return _inference(static, params, carry, xs, initial, h_mask, steps)
+  return inference.by_batch_size(lambda form, *args: _forward(form, False, *args)[:2],
+                                 static, params, carry, xs, initial, h_mask, steps)
 
 
 @scan.defjvp
@@ -149,8 +110,9 @@ def _scan_jvp(static, primals, tangents):
   # Outputs written in place or stacked as ``static.in_place`` says: under
   # vmap JAX takes the outputs' batch axis from the primal, so the two must
   # agree (the primal's narrow form, stacked, comes back batch-major from
-  # its batching rule, like the in-place form). Inputs and the saved
-  # activations are scanned time-major, as the tangent scan reads them.
+  # its batching rule, like the in-place form: `inference.by_batch_size`).
+  # Inputs and the saved activations are scanned time-major, as the tangent
+  # scan reads them.
   ys, final, (hiddens, res) = _forward(static, True, params, carry, xs, initial,
                                        h_mask, steps)
 
@@ -178,3 +140,12 @@ def _scan_jvp(static, primals, tangents):
       body, dcarry, (tuple(steps), (hiddens, res, dzx, dzh_w)),
       reverse=static.reverse, unroll=static.unroll[1])
   return (ys, final), (dys, dfinal)
+
+
+def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout):
+  """The ``fused`` path of `engine.PATHS` (``cell`` unused: the hooks hold
+  its step): `scan` in the backend's settings."""
+  settings = settings_lib.current()
+  static = Static(hooks, plan.reverse, plan.unroll, settings.hoist_inputs,
+                  settings.in_place, settings.narrow_max_batch, zoneout)
+  return scan(static, params, carry, xs, initial, h_mask, steps)

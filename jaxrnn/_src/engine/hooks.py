@@ -1,10 +1,12 @@
-"""What the engine knows about a built-in cell, kept out of the public `Cell`.
+"""What the package knows about a built-in cell, kept out of the public `Cell`.
 
-A `Cell` holds the user's contract only. For the built-in cells the engine
-also needs the step split at its recurrent product; that lives here, in a
-private registry keyed by the cell's ``cell_apply`` function. A cell the
-user builds (or rebuilds with another ``cell_apply``) has no entry and runs
-the reference path: a masked ``lax.scan`` of ``cell_apply``.
+A `Cell` holds the user's contract only. For the built-in cells the layers
+also read the input size that params record and the hidden part of a
+carry (`input_size_of`, `hidden_of`), and the engine steps the equation
+split at its recurrent product. These live here, in a private registry
+keyed by the cell's ``cell_apply`` function. A cell the user builds (or
+rebuilds with another ``cell_apply``) has no entry and runs the reference
+path: a masked ``lax.scan`` of ``cell_apply``.
 """
 
 import weakref
@@ -61,22 +63,31 @@ class Linear(NamedTuple):
 
 
 class Hooks(NamedTuple):
-  """How the engine may run one built-in cell.
+  """What the package knows about one built-in cell beyond its contract.
 
-  ``check(params)`` validates params; ``check_inputs(params, xs, ndim)``
-  validates inputs whose last axes are one step's (``ndim``: the rank of
-  one step, or None for any leading axes); ``project(params, xs) -> zx`` is
-  the input part of the step for any leading axes (it checks both);
-  ``step(params, carry, zx_t, h_mask) -> (carry, y)`` is the rest, with an
-  optional variational dropout mask on the recurrent input. For every cell
-  ``cell_apply(p, c, x) == step(p, c, project(p, x), None)``. ``product``
-  and ``linear`` are the decompositions the fast paths use.
+  Every built-in cell has ``check(params)``, which validates params;
+  ``input_size(params) -> int``, the input size its checked params record
+  (what ``init_params`` took); and ``hidden(carry)``, the hidden part of a
+  carry: the state that enters the recurrent product and that the cell
+  outputs, but for `lru` (an LSTM's ``h``; the carry itself where the carry
+  is one state). The rest is how `engine.run` steps a 1-D cell, None for
+  the 2-D cells:
+  ``check_inputs(params, xs, ndim)`` validates inputs whose last axes are
+  one step's (``ndim``: the rank of one step, or None for any leading
+  axes); ``project(params, xs) -> zx`` is the input part of the step for
+  any leading axes (it checks both); ``step(params, carry, zx_t, h_mask) ->
+  (carry, y)`` is the rest, with an optional variational dropout mask on
+  the recurrent input. For every 1-D cell ``cell_apply(p, c, x) == step(p,
+  c, project(p, x), None)``. ``product`` and ``linear`` are the
+  decompositions the fast paths use.
   """
 
   check: Callable[[Any], None]
-  check_inputs: Callable[[Any, Array, Optional[int]], None]
-  project: Callable[[Any, Array], Array]
-  step: Callable[..., tuple[Any, Array]]
+  input_size: Callable[[Any], int]
+  hidden: Callable[[Any], Any]
+  check_inputs: Optional[Callable[[Any, Array, Optional[int]], None]] = None
+  project: Optional[Callable[[Any, Array], Array]] = None
+  step: Optional[Callable[..., tuple[Any, Array]]] = None
   product: Optional[Product] = None
   linear: Optional[Linear] = None
 
@@ -88,9 +99,30 @@ def register(cell_apply: Callable, hooks: Hooks) -> None:
   _REGISTRY[cell_apply] = hooks
 
 
-def hooks_of(cell) -> Optional[Hooks]:
-  """The engine hooks of a built-in cell, or None for a user cell."""
+def hooks_of(cell, *, stepped: bool = True) -> Optional[Hooks]:
+  """The hooks of a built-in cell; None for a user cell and, unless
+  ``stepped=False``, for a cell that `engine.run` cannot step (no
+  ``step``: the 2-D cells)."""
   try:
-    return _REGISTRY.get(cell.cell_apply)
+    hooks = _REGISTRY.get(cell.cell_apply)
   except TypeError:  # not weak-referenceable: a user callable
     return None
+  return None if hooks is None or (stepped and hooks.step is None) else hooks
+
+
+def input_size_of(cell, params) -> Optional[int]:
+  """The input size that ``params`` of a built-in cell record, after the
+  cell's check of them; None for a user cell (its params are opaque)."""
+  hooks = hooks_of(cell, stepped=False)
+  if hooks is None:
+    return None
+  hooks.check(params)
+  return hooks.input_size(params)
+
+
+def hidden_of(cell, carry) -> Any:
+  """The hidden part of ``carry`` (or of its shapes, from
+  ``jax.eval_shape``): by the cell's hook, and for a user cell the carry
+  itself (`jaxrnn.rnn`'s contract for zoneout)."""
+  hooks = hooks_of(cell, stepped=False)
+  return carry if hooks is None else hooks.hidden(carry)

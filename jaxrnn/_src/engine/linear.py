@@ -19,14 +19,16 @@ import jax.numpy as jnp
 
 
 def _combine(left, right):
-  a_l, b_l = left
-  a_r, b_r = right
+  (a_l, b_l), (a_r, b_r) = left, right
   return a_l * a_r, a_r * b_l + b_r
 
 
-def run(hooks, params, carry, xs, steps, *, reverse, initial, parallel, unroll):
-  """The whole sequence: ``(ys, carry)``."""
-  linear = hooks.linear
+def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout, *, parallel=False):
+  """The ``linear`` path of `engine.PATHS` (``parallel``: the ``parallel``
+  one): ``(ys, carry)``. ``cell``, ``h_mask`` and ``zoneout`` are unused:
+  `jaxrnn.rnn` runs neither dropout nor zoneout on this path.
+  """
+  linear, reverse = hooks.linear, plan.reverse
   zx = hooks.project(params, xs)
   a, b = linear.coefficients(params, zx)
   num_steps = a.shape[0]
@@ -54,7 +56,7 @@ def run(hooks, params, carry, xs, steps, *, reverse, initial, parallel, unroll):
       h = a_t * h + b_t
       return h, h
 
-    _, hs = jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=unroll)
+    _, hs = jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=plan.unroll[0])
   ys = linear.outputs(params, hs, zx)
   if steps.valid is not None:
     ys = jnp.where(column(steps.valid), ys, jnp.zeros((), ys.dtype))

@@ -24,9 +24,8 @@ import jax
 from jaxrnn._src.engine import steps as steps_lib
 
 
-def run(cell, hooks, params, carry, xs, steps, *, reverse, unroll, initial,
-        h_mask, zoneout):
-  """The reference path of one cell: ``(ys, carry)``.
+def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout):
+  """The ``reference`` path of `engine.PATHS`: ``(ys, carry)``.
 
   Built-in cells scan ``step`` over the inputs projected before the loop
   (``cell_apply`` is ``step ∘ project``); user cells scan ``cell_apply``.
@@ -45,5 +44,5 @@ def run(cell, hooks, params, carry, xs, steps, *, reverse, unroll, initial,
 
   body = steps_lib.masked(step, initial, zoneout)
   carry, (ys, _) = jax.lax.scan(body, carry, (tuple(steps), inputs),
-                                reverse=reverse, unroll=unroll)
+                                reverse=plan.reverse, unroll=plan.unroll[0])
   return ys, carry

@@ -1,9 +1,11 @@
 """The engine's per-backend defaults: one small typed table.
 
-The values were measured with ``python -m benchmarks.tune`` (the evidence,
-with the figures, is in ``benchmarks/README.md``). Backends that were never
-measured take ``UNMEASURED``. Read the table through `current`, which honours
-`engine_settings` overrides.
+The measured values come from ``python -m benchmarks.tune`` and
+``benchmarks.parallel`` (the evidence, with the figures, is in
+``benchmarks/README.md``) and, for the wavefront, ``benchmarks.wavefront``
+(``docs/two_d.md``). An entry never measured on its backend says so beside
+it. Backends that were never measured take ``UNMEASURED``. Read the table
+through `current`, which honours `engine_settings` overrides.
 """
 
 import contextlib
@@ -12,9 +14,11 @@ from typing import Iterator, NamedTuple, Optional
 
 import jax
 
+from jaxrnn._src import checks
+
 
 class EngineSettings(NamedTuple):
-  """How the time loop of `jaxrnn.rnn` runs when an option is left at None.
+  """How the loops of `jaxrnn.rnn` and `jaxrnn.rnn2d` run where an option is None.
 
   Attributes:
     unroll: ``(forward, backward)`` steps per iteration of the forward scan
@@ -34,7 +38,17 @@ class EngineSettings(NamedTuple):
       time-major and one step per iteration. 0: never.
     parallel_min_steps: the shortest sequence for which ``method="auto"``
       evaluates a linear-recurrence cell (`min_gru`, `min_lstm`, `lru`)
-      with ``jax.lax.associative_scan``; None: never.
+      with ``jax.lax.associative_scan``; None: never. None wherever the
+      crossover was not measured.
+    wavefront_remat: the diagonals per checkpointed chunk of `jaxrnn.rnn2d`'s
+      wavefront when its ``remat`` is None (1: every diagonal; the backward
+      pass keeps each diagonal's carries and recomputes its gates); None:
+      nothing checkpointed.
+    wavefront_segments: the scans per ramp of the wavefront (its diagonals
+      grow, then shrink: each scan is only as wide as its diagonals).
+    wavefront_min_width: the narrowest image side (``min(R, C)``) whose
+      ramps are cut into ``wavefront_segments`` scans; narrower images run
+      one scan.
   """
 
   unroll: tuple[int, int]
@@ -42,16 +56,29 @@ class EngineSettings(NamedTuple):
   in_place: bool
   narrow_max_batch: int
   parallel_min_steps: Optional[int]
+  wavefront_remat: Optional[int]
+  wavefront_segments: int
+  wavefront_min_width: int
 
 
-DEFAULTS: dict[str, EngineSettings] = {
-    "cpu": EngineSettings(unroll=(4, 1), hoist_inputs=False, in_place=True,
-                          narrow_max_batch=4, parallel_min_steps=None),
-    "gpu": EngineSettings(unroll=(4, 4), hoist_inputs=True, in_place=False,
-                          narrow_max_batch=0, parallel_min_steps=256),
-}
+# For backends never measured: no unroll, no hoisting, outputs stacked by the
+# scan, never the associative scan, nothing checkpointed in the wavefront,
+# and its scans per ramp as on the CPU. wavefront_min_width=16, here and
+# below, is a choice, not a measurement.
 UNMEASURED = EngineSettings(unroll=(1, 1), hoist_inputs=False, in_place=False,
-                            narrow_max_batch=0, parallel_min_steps=256)
+                            narrow_max_batch=0, parallel_min_steps=None, wavefront_remat=None,
+                            wavefront_segments=4, wavefront_min_width=16)
+DEFAULTS: dict[str, EngineSettings] = {
+    # Measured on 2 CPU cores.
+    "cpu": EngineSettings(unroll=(4, 1), hoist_inputs=False, in_place=True,
+                          narrow_max_batch=4, parallel_min_steps=None, wavefront_remat=1,
+                          wavefront_segments=4, wavefront_min_width=16),
+    # Measured on one H100, with the engine before this one: unroll and
+    # hoist_inputs. The rest not measured: UNMEASURED's (outputs stacked, as
+    # the H100 figures were taken; never the associative scan; nothing
+    # checkpointed in the wavefront).
+    "gpu": UNMEASURED._replace(unroll=(4, 4), hoist_inputs=True),
+}
 
 _OVERRIDES: contextvars.ContextVar[dict] = contextvars.ContextVar(
     "jaxrnn_engine_settings", default={})
@@ -72,7 +99,10 @@ def engine_settings(**overrides) -> Iterator[EngineSettings]:
   Args:
     **overrides: fields of `EngineSettings`: ``unroll=(forward,
       backward)``, ``hoist_inputs=bool``, ``in_place=bool``,
-      ``narrow_max_batch=int``, ``parallel_min_steps=int or None``.
+      ``narrow_max_batch=int >= 0``, ``parallel_min_steps=positive int or
+      None``, ``wavefront_remat=positive int or None``,
+      ``wavefront_segments=positive int``, ``wavefront_min_width=positive
+      int``.
 
   Yields:
     The settings in force inside the block.
@@ -103,6 +133,10 @@ def engine_settings(**overrides) -> Iterator[EngineSettings]:
   narrow = overrides.get("narrow_max_batch", 0)
   if isinstance(narrow, bool) or not isinstance(narrow, int) or narrow < 0:
     raise ValueError(f"narrow_max_batch: expected an int >= 0, got {narrow!r}")
+  optional = ("parallel_min_steps", "wavefront_remat")  # None allowed
+  for name in optional + ("wavefront_segments", "wavefront_min_width"):
+    if name in overrides and not (overrides[name] is None and name in optional):
+      checks.check_positive_int(overrides[name], name)
   token = _OVERRIDES.set({**_OVERRIDES.get(), **overrides})
   try:
     yield current()

@@ -1,8 +1,12 @@
-"""Per-step side inputs of a scan and the one implementation of masking.
+"""Per-step side inputs of a scan and the one implementation of masking a step.
 
-Every time loop of the engine (the reference scan, the fused forward scan
-and its tangent scan) wraps its step in `masked`: padding, segment resets
-and zoneout are applied here and nowhere else.
+The loops of `jaxrnn.rnn` that run the cell one step at a time (the
+reference scan, the fused forward scan and its tangent scan) wrap the step
+in `masked`: for them padding, segment resets and zoneout are applied here
+and nowhere else. Two loops have no such step and mask on their own: the
+linear path turns padding and resets into the coefficients of its
+recurrence (`linear.py`, no zoneout), and the 2-D loops of `jaxrnn.rnn2d`
+zero what lies outside the valid region (`wavefront.py`).
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -113,66 +117,3 @@ def masked(step, initial=None, zoneout: Optional[Zoneout] = None):
 
   return body
 
-
-def scan(body, carry, xs, *, reverse, unroll, read_in_place=False):
-  """``jax.lax.scan(body, carry, xs, unroll=unroll)`` for a body ``(c, x) ->
-  (c, (y, aux))`` whose ``ys`` are written into a carried buffer.
-
-  Returns ``(carry, (ys, auxs))``, the same values as the plain scan. Under
-  ``vmap`` a plain scan stacks ``ys`` time-major, ``(T, B, ...)``, and vmap
-  then moves the batch axis to the front: a transpose of every output after
-  the loop. A buffer carried per example is batch-major from the start, so
-  nothing is transposed (CPU, 2 cores, an Elman layer at (B, T, D, H) =
-  (128, 50, 256, 512): 16 ms against 24 ms for the forward pass). ``auxs``
-  are stacked time-major, as the engine's own scans consume them.
-
-  With ``read_in_place`` the inputs are read the same way, by index,
-  instead of being scanned over (which under vmap transposes them before
-  the loop), and the loop reads and writes blocks of up to ``unroll``
-  steps: under vmap every indexed read or write becomes a gather or
-  scatter, and one per step costs as much as the step itself at batch size
-  1 (an LSTM with H = 64: 0.72 against 0.60 ms for 500 steps). (Blocks
-  would stack ``auxs`` batch-major under vmap: the engine reads in place
-  only when it keeps none.)
-  """
-  num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
-  if num_steps == 0:  # nothing to write
-    return jax.lax.scan(body, carry, xs, reverse=reverse)
-  # The outputs' shapes, from one traced step (its values are unused, and
-  # the compiler drops them). jax.eval_shape would do, but under nested
-  # transformations its tracing sees the tracers that ``body`` closes over
-  # with their batch axes.
-  y_like = body(carry, tree_map(lambda a: a[0], xs))[1][0]
-  ys = tree_map(lambda y: jnp.zeros((num_steps,) + y.shape, y.dtype), y_like)
-
-  def write(ys, y_block, start):
-    return tree_map(lambda b, v: jax.lax.dynamic_update_slice_in_dim(b, v, start, 0),
-                    ys, y_block)
-
-  if not read_in_place:
-    def write_step(c_ys, inp):
-      c, ys = c_ys
-      t, x = inp
-      c, (y, aux) = body(c, x)
-      return (c, write(ys, tree_map(lambda v: v[None], y), t)), aux
-
-    (carry, ys), auxs = jax.lax.scan(write_step, (carry, ys), (jnp.arange(num_steps), xs),
-                                     reverse=reverse, unroll=unroll)
-    return carry, (ys, auxs)
-
-  # Blocks of the most steps, up to ``unroll``, that divide T; the scan over
-  # blocks unrolls ``unroll // block`` of them.
-  block = max(k for k in range(1, unroll + 1) if num_steps % k == 0)
-
-  def loop(c_ys, i):
-    c, ys = c_ys
-    x_block = tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * block, block), xs)
-    outs = [None] * block
-    for j in (range(block - 1, -1, -1) if reverse else range(block)):
-      c, outs[j] = body(c, tree_map(lambda a: a[j], x_block))
-    y_block, aux_block = tree_map(lambda *o: jnp.stack(o), *outs)
-    return (c, write(ys, y_block, i * block)), aux_block
-
-  (carry, ys), auxs = jax.lax.scan(loop, (carry, ys), jnp.arange(num_steps // block),
-                                   reverse=reverse, unroll=max(1, unroll // block))
-  return carry, (ys, tree_map(lambda a: a.reshape((num_steps,) + a.shape[2:]), auxs))

@@ -19,15 +19,23 @@ so the next diagonal reads the border where it should. Each diagonal's
 inputs are gathered from the image, and the outputs gathered back, by index
 tables computed once when tracing (measured 5-15% faster in the forward pass
 than skewing by pads and reshapes, docs/two_d.md).
+
+`scan2d` is the engine's entry point for `jaxrnn.rnn2d`, beside `engine.run`
+for `jaxrnn.rnn`. It masks on its own: the inputs outside the valid region
+are zeroed before the loop and the outputs after it, and the final carry is
+taken at the last valid position. ``remat`` chunks as `jaxrnn.rnn`'s does
+(`remat.py`); the wavefront's defaults are fields of `EngineSettings`.
 """
 
-import functools
-import math
+from functools import partial
 from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxrnn._src.engine import remat as remat_lib
+from jaxrnn._src.engine import settings as settings_lib
 
 tree_map = jax.tree_util.tree_map
 
@@ -68,9 +76,10 @@ def scan2d(step: Step, xs: jax.Array, border: Any,
     reverse: ``(rows, cols)``: scan each axis from the far end of the valid
       region.
     method: ``"wavefront"`` or ``"reference"``.
-    remat: None (the default of the method and backend, `DEFAULT_REMAT`),
-      False, True (chunks of about ``sqrt(steps)``) or a chunk length in
-      steps (diagonals, or rows for the reference).
+    remat: None (for the wavefront the backend's
+      `EngineSettings.wavefront_remat`; for the reference nothing), False,
+      True (chunks of about ``sqrt(steps)``, `remat.chunk_length`) or a
+      chunk length in steps (diagonals, or rows for the reference).
 
   Returns:
     ``(ys, final)``: ``ys: (R, C, O)``, zero outside the valid region, and
@@ -87,10 +96,8 @@ def scan2d(step: Step, xs: jax.Array, border: Any,
     # below or right of the region in scan order: they never feed back.
     xs = jnp.where(valid, xs, jnp.zeros((), xs.dtype))
   xs = reverse_region(reverse_region(xs, h, reverse[0], 0), w, reverse[1], 1)
-  if method == "wavefront":
-    ys, final = _wavefront(step, xs, border, h, w, remat)
-  else:
-    ys, final = _double_scan(step, xs, border, h, w, remat)
+  loop = _wavefront if method == "wavefront" else _double_scan
+  ys, final = loop(step, xs, border, h, w, remat)
   ys = reverse_region(reverse_region(ys, h, reverse[0], 0), w, reverse[1], 1)
   if valid is not None:
     ys = jnp.where(valid, ys, jnp.zeros((), ys.dtype))
@@ -99,57 +106,6 @@ def scan2d(step: Step, xs: jax.Array, border: Any,
 
 def _select(flag: jax.Array, new: Any, old: Any) -> Any:
   return tree_map(lambda n, o: jnp.where(flag, n, o), new, old)
-
-
-# Diagonals per checkpointed chunk of the wavefront when ``remat=None``, per
-# backend. On the CPU, checkpointing every diagonal (the backward pass keeps
-# each diagonal's carries and recomputes its gates) trained 1.4-1.5x faster
-# than storing every gate activation with 16 images of 28x28 and 64x64, and
-# no slower with one (``python -m benchmarks.wavefront``; figures in
-# docs/two_d.md). Other backends are unmeasured: nothing is checkpointed.
-# The reference double scan checkpoints nothing unless asked.
-DEFAULT_REMAT = {"cpu": 1}
-
-
-def _chunk_length(remat: Union[None, bool, int], num_steps: int,
-                  default: Optional[int] = None) -> Optional[int]:
-  """Steps per checkpointed chunk: None (no remat), ~sqrt(steps), or as given."""
-  if remat is None:
-    return default
-  if remat is False:
-    return None
-  if remat is True:
-    return math.isqrt(max(num_steps - 1, 0)) + 1
-  return remat
-
-
-def _scan(body, init, xs, num_steps: int, chunk: Optional[int]):
-  """``lax.scan(body, init, xs)``, checkpointed in chunks of ``chunk`` steps.
-
-  Only the carry at each chunk boundary is kept for the backward pass; a
-  chunk's steps are recomputed from it. The last ``num_steps % chunk``
-  steps form one more, shorter chunk.
-  """
-  if chunk is None:
-    return jax.lax.scan(body, init, xs)
-  # Inside a scan, common subexpressions cannot cross iterations anyway.
-  if chunk == 1:
-    return jax.lax.scan(jax.checkpoint(body, prevent_cse=False), init, xs)
-  chunk = min(chunk, num_steps)
-  num_chunks, rest = divmod(num_steps, chunk)
-
-  @functools.partial(jax.checkpoint, prevent_cse=False)
-  def run_chunk(carry, xs_chunk):
-    return jax.lax.scan(body, carry, xs_chunk)
-
-  whole = tree_map(lambda a: a[:num_chunks * chunk].reshape(
-      (num_chunks, chunk) + a.shape[1:]), xs)
-  carry, ys = jax.lax.scan(run_chunk, init, whole)
-  ys = tree_map(lambda a: a.reshape((num_chunks * chunk,) + a.shape[2:]), ys)
-  if rest:
-    carry, ys_rest = run_chunk(carry, tree_map(lambda a: a[num_chunks * chunk:], xs))
-    ys = tree_map(lambda a, b: jnp.concatenate([a, b], axis=0), ys, ys_rest)
-  return carry, ys
 
 
 # ---------------------------------------------------------------------------
@@ -178,21 +134,14 @@ def _double_scan(step, xs, border, h, w, remat):
     return (row, final), ys
 
   last_rows = jnp.arange(R) == h - 1
-  (_, final), ys = _scan(row_step, (above0, border), (xs, last_rows), R,
-                         _chunk_length(remat, R))
+  (_, final), ys = remat_lib.scan_chunks(
+      partial(jax.lax.scan, row_step), (above0, border), (xs, last_rows),
+      remat_lib.chunk_length(remat, R), step=row_step)
   return ys, final
 
 
 # ---------------------------------------------------------------------------
 # Wavefront.
-
-
-# Scans per ramp of the wavefront, and the narrowest image that is split
-# into such segments (`segments`): fewer wasted positions against more scans
-# to compile. Chosen with ``python -m benchmarks.wavefront --segments``;
-# the figures are in docs/two_d.md.
-RAMP_SEGMENTS = 4
-MIN_SEGMENTED_WIDTH = 16
 
 
 def segments(L: int, M: int, per_ramp: int, min_width: int) -> list[tuple[int, int, int, int]]:
@@ -257,7 +206,8 @@ def _wavefront(step, xs, border, h, w, remat):
     vstep = jax.vmap(step)
   L, M = xs.shape[:2]
   S = L + M - 1
-  parts = segments(L, M, RAMP_SEGMENTS, MIN_SEGMENTED_WIDTH)
+  settings = settings_lib.current()
+  parts = segments(L, M, settings.wavefront_segments, settings.wavefront_min_width)
   tables, out_index = _gather_tables(L, M, parts)
   # One zero row past the image: what off-image rows of a diagonal read.
   flat_xs = jnp.concatenate([xs.reshape((L * M,) + xs.shape[2:]),
@@ -265,7 +215,7 @@ def _wavefront(step, xs, border, h, w, remat):
   # The last valid position, (h-1, w-1), is on diagonal h + w - 2.
   ends = (jnp.arange(S) == h + w - 2) & (h > 0) & (w > 0)
   last_row = jnp.maximum(h - 1, 0)
-  chunk = _chunk_length(remat, S, DEFAULT_REMAT.get(jax.default_backend()))
+  chunk = remat_lib.chunk_length(remat, S, settings.wavefront_remat)
 
   def window_step(a, width):
     """One diagonal over the rows ``[a, a + width)``."""
@@ -290,9 +240,10 @@ def _wavefront(step, xs, border, h, w, remat):
   ys_flat = []
   for (s0, s1, a, b), (index, on) in zip(parts, tables):
     window = tree_map(lambda r: r[a:b], rows)
-    (window, final), ys = _scan(
-        window_step(a, b - a), (window, final),
-        (flat_xs[index], jnp.asarray(on), ends[s0:s1]), s1 - s0, chunk)
+    body = window_step(a, b - a)
+    (window, final), ys = remat_lib.scan_chunks(
+        partial(jax.lax.scan, body), (window, final),
+        (flat_xs[index], jnp.asarray(on), ends[s0:s1]), chunk, step=body)
     rows = tree_map(lambda r, part: r.at[a:b].set(part), rows, window)
     ys_flat.append(ys.reshape((-1,) + ys.shape[2:]))
   ys = jnp.concatenate(ys_flat, axis=0)[out_index]  # (L, M, O)

@@ -154,7 +154,7 @@ def from_flax(module: Any, params: Any, **rnn_options) -> tuple[Any, Any]:
       ``nn.RNN``.
     params: the module's parameters, as ``module.init`` returns them
       (``{'params': {...}}``) or the inner dict.
-    **rnn_options: ``unroll``, ``remat`` or ``fused_vjp`` for the layer
+    **rnn_options: ``method``, ``unroll`` or ``remat`` for the layer
       (only with ``nn.RNN``/``nn.Bidirectional``).
 
   Returns:

@@ -296,7 +296,7 @@ def from_keras(layer_or_weights: Any, **rnn_options) -> tuple[Layer, Any]:
         ``weights`` are the forward layer's followed by the backward
         layer's, as ``Bidirectional.get_weights()`` returns them;
       * ``(keras.layers.serialize(layer), weights)``.
-    **rnn_options: ``unroll``, ``remat`` or ``fused_vjp`` for
+    **rnn_options: ``method``, ``unroll`` or ``remat`` for
       `jaxrnn.rnn`/`jaxrnn.bidirectional`.
 
   Returns:

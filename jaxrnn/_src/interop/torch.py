@@ -177,7 +177,7 @@ def from_torch(module: Any, **rnn_options) -> tuple[Layer, Any]:
 
   Args:
     module: a ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU``.
-    **rnn_options: ``unroll``, ``remat`` or ``fused_vjp``, passed to every
+    **rnn_options: ``method``, ``unroll`` or ``remat``, passed to every
       `jaxrnn.rnn`/`jaxrnn.bidirectional` layer (how the scan runs; the
       numbers computed do not depend on them).
 

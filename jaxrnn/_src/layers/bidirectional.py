@@ -3,7 +3,6 @@
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
-import jax.numpy as jnp
 
 from jaxrnn._src import checks
 from jaxrnn._src.base import Cell, Layer
@@ -27,14 +26,6 @@ class BidirectionalCarry(NamedTuple):
   backward: Any
 
 
-_MERGES = {
-    "concat": lambda a, b: jnp.concatenate([a, b], axis=-1),
-    "sum": lambda a, b: a + b,
-    "mean": lambda a, b: (a + b) / 2,
-    "mul": lambda a, b: a * b,
-}
-
-
 def bidirectional(
     forward: Cell,
     backward: Cell,
@@ -55,8 +46,8 @@ def bidirectional(
       ``"concat"`` (``(T, O_f + O_b)``), ``"sum"``, ``"mean"``, ``"mul"`` or
       a callable ``merge(y_forward, y_backward)`` on ``(T, O)`` arrays.
     **rnn_options: options of `rnn` (``method``, ``unroll``, ``remat``,
-      ``fused_vjp``, ``recurrent_dropout``, ``zoneout``,
-      ``learned_carry``), passed to both directions.
+      ``recurrent_dropout``, ``zoneout``, ``learned_carry``), passed to both
+      directions.
 
   Returns:
     A `Layer` with params `BidirectionalParams` and carry
@@ -75,11 +66,7 @@ def bidirectional(
   """
   forward = common.check_cell(forward, "forward")
   backward = common.check_cell(backward, "backward")
-  merge_fn = merge if callable(merge) else _MERGES.get(merge) if isinstance(merge, str) else None
-  if merge_fn is None:
-    raise ValueError(
-        f"merge: expected one of {sorted(_MERGES)} or a callable, got {merge!r}"
-    )
+  merge_fn = common.merge_function(merge)
   fwd = rnn(forward, **rnn_options)
   bwd = rnn(backward, reverse=True, **rnn_options)
 

@@ -1,7 +1,9 @@
-"""Checks and masking shared by the layers."""
+"""Checks, masking, merges and output sizes shared by the layers."""
 
+import functools
 import numbers
-from typing import Any, Optional
+import operator
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,13 +39,15 @@ def _check_type(value: Any, name: str, want: type, other: type, hint: str) -> An
   return value
 
 
-def check_cell(cell: Any, name: str) -> Cell:
-  return _check_type(cell, name, Cell, Layer,
-                     "pass the cell itself (e.g. jaxrnn.lstm(64)), not rnn(cell)")
+def check_cell(cell: Any, name: str,
+               hint: str = "pass the cell itself (e.g. jaxrnn.lstm(64)), not rnn(cell)") -> Cell:
+  """``cell`` if it is a `Cell`; ``hint`` says what to do when a `Layer` came."""
+  return _check_type(cell, name, Cell, Layer, hint)
 
 
-def check_layer(layer: Any, name: str) -> Layer:
-  return _check_type(layer, name, Layer, Cell, "wrap it as jaxrnn.rnn(cell)")
+def check_layer(layer: Any, name: str, hint: str = "wrap it as jaxrnn.rnn(cell)") -> Layer:
+  """``layer`` if it is a `Layer`; ``hint`` says what to do when a `Cell` came."""
+  return _check_type(layer, name, Layer, Cell, hint)
 
 
 def check_key(key: Any) -> Any:
@@ -51,17 +55,19 @@ def check_key(key: Any) -> Any:
   if key is None:
     return None
   dtype = getattr(key, "dtype", None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    if np.shape(key) != ():
-      raise ValueError(
-          f"key: expected ONE PRNG key (shape ()), got shape {np.shape(key)}; "
-          "for a minibatch pass jax.random.split(key, B) through jax.vmap")
-    return key
-  if dtype is not None and dtype == jnp.uint32 and np.shape(key) == (2,):
-    return key
-  raise TypeError(
-      "key: expected a PRNG key from jax.random.key (or a raw uint32 key of "
-      f"shape (2,)), got {checks.describe(key)}")
+  typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  if not typed and dtype != jnp.uint32:
+    raise TypeError(
+        "key: expected a PRNG key from jax.random.key (or a raw uint32 key of "
+        f"shape (2,)), got {checks.describe(key)}")
+  one, shape = (() if typed else (2,)), np.shape(key)
+  if shape != one:
+    cut = "" if shape else (" (under jax.vmap, a raw key that was not split reaches "
+                            "each example as one uint32 word)")
+    raise ValueError(
+        f"key: expected ONE {'' if typed else 'raw uint32 '}PRNG key (shape {one}), got "
+        f"shape {shape}{cut}; for a minibatch pass jax.random.split(key, B) through jax.vmap")
+  return key
 
 
 def check_reset(reset: Any, num_steps: int) -> Optional[Array]:
@@ -94,22 +100,40 @@ def check_rates(zoneout: Any, reference_carry: Any) -> Any:
   return tree_map(lambda r: checks.check_rate(r, "zoneout"), rates)
 
 
-def check_shape2d(shape: Any, rows: int, cols: int):
-  """Validates a 2-D valid region ``(h, w)``: returns a pair of int32
-  scalars (clamped when traced), or None."""
+def check_shape2d(shape: Any, rows: int, columns: int) -> Optional[tuple[Array, Array]]:
+  """Validates the valid region ``shape = (h, w)`` of ONE ``(rows, columns)`` image.
+
+  ``shape`` is a pair of integer scalars or an integer array of shape
+  ``(2,)``, traced or not. Returns ``(h, w)`` as int32 scalars (Python and
+  concrete integers outside ``[0, rows]``, ``[0, columns]`` raise
+  ValueError; traced ones are clamped), or None for None.
+  """
   if shape is None:
     return None
+  if hasattr(shape, "shape") and hasattr(shape, "dtype"):
+    if np.shape(shape) != (2,):
+      raise ValueError(
+          f"shape: expected (h, w), a pair or an integer array of shape (2,), got an "
+          f"array of shape {np.shape(shape)}; for a minibatch, vmap over `shape` "
+          "together with `xs`")
+    shape = (shape[0], shape[1])
   if not isinstance(shape, (tuple, list)) or len(shape) != 2:
-    raise TypeError(f"shape: expected a pair (h, w) of integer scalars, got {shape!r}")
-  return (checks.check_length(shape[0], rows, "shape[0]"),
-          checks.check_length(shape[1], cols, "shape[1]"))
+    raise TypeError(f"shape: expected a pair (h, w), got {checks.describe(shape)} {shape!r}")
+  if any(np.ndim(extent) for extent in shape):
+    raise ValueError(
+        f"shape: expected a pair (h, w) of scalars (one image), got shapes "
+        f"{tuple(np.shape(extent) for extent in shape)}; for a minibatch, vmap over "
+        "`shape` together with `xs`")
+  return (checks.check_length(shape[0], rows, "shape[0] (h)", bound="R"),
+          checks.check_length(shape[1], columns, "shape[1] (w)", bound="C"))
 
 
-def mask_region(ys: Any, shape) -> Any:
-  """Zeros ``ys[i, j]`` outside the valid region ``i < h, j < w``."""
-  if shape is None:
+def mask_region(ys: Any, extent: Optional[tuple[Array, Array]]) -> Any:
+  """Zeros ``ys[i, j]`` outside the valid region ``i < h, j < w`` of every leaf
+  (``extent = (h, w)`` from `check_shape2d`; None: the whole image)."""
+  if extent is None:
     return ys
-  h, w = shape
+  h, w = extent
 
   def mask(y):
     valid = ((jnp.arange(y.shape[0]) < h)[:, None]
@@ -118,3 +142,59 @@ def mask_region(ys: Any, shape) -> Any:
                      jnp.zeros((), y.dtype))
 
   return tree_map(mask, ys)
+
+
+# How `bidirectional` and `multidirectional` merge their directions' outputs
+# (each ``(..., O)``, zero where padded: every merge keeps zeros zero).
+MERGES = {
+    "concat": lambda *ys: jnp.concatenate(ys, axis=-1),
+    "sum": lambda *ys: functools.reduce(operator.add, ys),
+    "mean": lambda *ys: functools.reduce(operator.add, ys) / len(ys),
+    "mul": lambda *ys: functools.reduce(operator.mul, ys),
+}
+
+
+def merge_function(merge: Any) -> Callable[..., Array]:
+  """The function ``merge(y_1, ..., y_n)`` named by ``merge``, or ``merge`` itself."""
+  if callable(merge):
+    return merge
+  if isinstance(merge, str) and merge in MERGES:
+    return MERGES[merge]
+  raise ValueError(f"merge: expected one of {sorted(MERGES)} or a callable, got {merge!r}")
+
+
+# The rank of ``xs`` (one example) that each 2-D layer kind takes.
+_IMAGE_KINDS = ("rnn2d", "multidirectional", "renet")
+
+
+def input_rank(layers: tuple[Layer, ...], default: Optional[int] = 2) -> Optional[int]:
+  """The rank of ``xs`` that the first of ``layers`` takes, from the layers'
+  ``config``: the first layer whose kind fixes a rank decides (every
+  built-in layer keeps the rank: sequences map to sequences, images to
+  images); ``default`` when none does (user layers, `readout`): 2, the
+  `Layer` contract's ``(T, input_size)``."""
+  for layer in layers:
+    config = dict(layer.config)
+    kind, cell = config.get("kind"), config.get("cell", config.get("forward"))
+    rank = (3 if kind in _IMAGE_KINDS else 1 + cell.input_ndim
+            if kind in ("rnn", "bidirectional") else input_rank(config["layers"], None)
+            if kind == "stack" else None)
+    if rank is not None:
+      return rank
+  return default
+
+
+def output_size(layer: Layer, params: Any, input_size: int, dtype: Any, rank: int) -> int:
+  """The size of the last axis of ``layer``'s outputs for inputs of rank
+  ``rank`` and last axis ``input_size``: from its ``config`` where that
+  states it, else from shapes alone (``jax.eval_shape``, no computation)."""
+  config = dict(layer.config)
+  cell = config.get("cell")
+  if config.get("kind") == "readout":
+    return config["output_size"]
+  if config.get("kind") in ("rnn", "rnn2d") and cell.output_size is not None:
+    return cell.output_size
+  dtype = checks.default_float() if dtype is None else dtype
+  xs = jax.ShapeDtypeStruct((1,) * (rank - 1) + (input_size,), dtype)
+  ys, _ = jax.eval_shape(lambda p, x: layer.apply(p, x), params, xs)
+  return ys.shape[-1]

@@ -14,11 +14,11 @@ A Python-int ``length`` outside ``[0, T]`` raises ``ValueError``; a traced
 one is clamped to ``[0, T]``.
 """
 
+import functools
 from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn._src import checks
 from jaxrnn._src import engine
@@ -28,7 +28,7 @@ from jaxrnn._src.engine import settings as settings_lib
 from jaxrnn._src.engine.steps import Steps, Zoneout, segment_resets
 from jaxrnn._src.layers import common
 
-tree_map = jax.tree_util.tree_map
+tree_map, tree_leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
 
 METHODS = ("auto", "sequential", "parallel", "reference")
 
@@ -40,30 +40,92 @@ class LearnedCarryParams(NamedTuple):
   initial_carry: Any  # one example's carry, trained with the rest
 
 
-def _input_size_of(params: Any) -> Optional[int]:
-  """The input size recorded in a built-in cell's params, if any."""
-  for name in ("W_x", "B_re"):
-    W = getattr(params, name, None)
-    if W is not None and np.ndim(W) == 2:
-      return np.shape(W)[0]
-  return None
+def _zoneout(cell: Cell, zoneout: Any, method: str) -> Optional[Zoneout]:
+  """The layer's zoneout (None when every rate is 0), for a cell whose
+  output is the hidden part of its carry (`hooks.hidden_of`)."""
+  # Shapes only: building a layer must not start a backend.
+  carry_shape = jax.eval_shape(cell.init_carry)
+  rates = common.check_rates(zoneout, carry_shape)
+  if not any(r > 0 for r in tree_leaves(rates)):
+    return None
+  hidden = hooks_lib.hidden_of(cell, carry_shape)
+  if not (isinstance(hidden, jax.ShapeDtypeStruct) and hidden.shape == (cell.output_size,)):
+    raise ValueError(
+        "zoneout: expected a cell whose output is its hidden state (a built-in cell with "
+        "vector inputs but lru, or a user cell whose carry is its output), got output_size="
+        f"{cell.output_size} and a hidden state of shape {tree_map(lambda s: s.shape, hidden)}")
+  if method == "parallel":
+    raise ValueError(
+        "zoneout: the parallel method evaluates a linear recurrence without "
+        "per-step carry mixing; use method='sequential' with zoneout")
+  return Zoneout(rates, functools.partial(hooks_lib.hidden_of, cell))
 
 
-def _hidden(carry: Any) -> Any:
-  """The hidden state inside a carry: ``carry.h`` or the carry itself."""
-  return carry.h if hasattr(carry, "h") else carry
+def _split_learned_carry(cell: Cell, params: Any) -> tuple[Any, Any]:
+  """`LearnedCarryParams` checked and split into the cell's params and the
+  initial carry."""
+  checks.check_params(params, LearnedCarryParams, "rnn(..., learned_carry=True)")
+  checks.check_carry(params.initial_carry, cell.init_carry(), "params.initial_carry")
+  return params.cell, params.initial_carry
 
 
-def _path(hooks, method: str, num_steps: int) -> str:
+def _check_params_and_xs(cell: Cell, hooks, params: Any, xs: Any) -> None:
+  """Checks params and ``xs``: one sequence of the size the params record,
+  then, for a built-in cell, every step as the cell reads it."""
+  checks.check_sequence(xs, hooks_lib.input_size_of(cell, params), "rnn.apply", cell.input_ndim)
+  if hooks is not None:
+    # Every step of xs checked here, once: a path that projects inside
+    # the loop sees one step at a time.
+    hooks.check_inputs(params, xs, None)
+
+
+def _start_carries(cell: Cell, params: Any, xs: Any, carry: Any, initial: Any,
+                   restarts: bool) -> tuple[Any, Any]:
+  """The carry the scan starts from (``carry``, else ``initial``, else the
+  cell's zeros, in the accumulation dtype), and the one a segment reset
+  restarts from (``initial``, else zeros when ``restarts``, else None)."""
+  acc = checks.accumulation_dtype(xs.dtype, *[leaf.dtype for leaf in tree_leaves(params)])
+  if carry is not None:
+    checks.check_carry(carry, cell.init_carry(), "rnn.apply")
+  else:
+    carry = (cell.init_carry(dtype=acc) if initial is None
+             else tree_map(lambda c: c.astype(acc), initial))
+  if initial is None:
+    return carry, tree_map(jnp.zeros_like, carry) if restarts else None
+  return carry, tree_map(lambda c, ref: c.astype(ref.dtype), initial, carry)
+
+
+def _regulariser_masks(cell: Cell, key: Any, carry: Any, num_steps: int,
+                       recurrent_dropout: float, zoneout: Optional[Zoneout]) -> tuple[Any, Any]:
+  """``(h_mask, zone)``: the recurrent dropout mask of the sequence, scaled
+  by ``1 / (1 - p)``, and zoneout's per-step keep masks, structured like the
+  carry; each None when off or without a key."""
+  if key is None:
+    return None, None
+  k_drop, k_zone = jax.random.split(key)
+  h_mask = zone = None
+  if recurrent_dropout:
+    h = hooks_lib.hidden_of(cell, carry)
+    keep = jax.random.bernoulli(k_drop, 1 - recurrent_dropout, h.shape)
+    h_mask = keep.astype(h.dtype) / jnp.asarray(1 - recurrent_dropout, h.dtype)
+  if zoneout is not None:
+    leaves, treedef = jax.tree_util.tree_flatten(carry)
+    keys = jax.tree_util.tree_unflatten(treedef, list(jax.random.split(k_zone, len(leaves))))
+    zone = tree_map(lambda k, r, c: jax.random.bernoulli(k, r, (num_steps,) + c.shape),
+                    keys, zoneout.rates, carry)
+  return h_mask, zone
+
+
+def _path(hooks, method: str, num_steps: int, zoneout: bool) -> str:
   """The engine path for ``method`` (see `engine.Plan`)."""
-  if method == "reference" or hooks is None:
+  # Neither linear loop mixes carries per step: zoneout takes the reference.
+  if method == "reference" or hooks is None or (hooks.linear is not None and zoneout):
     return "reference"
-  if hooks.linear is not None:
-    if method == "auto":
-      threshold = settings_lib.current().parallel_min_steps
-      return "parallel" if threshold is not None and num_steps >= threshold else "linear"
-    return "parallel" if method == "parallel" else "linear"
-  return "fused" if hooks.product is not None else "reference"
+  if hooks.linear is None:
+    return "fused" if hooks.product is not None else "reference"
+  threshold = settings_lib.current().parallel_min_steps
+  crossed = method == "auto" and threshold is not None and num_steps >= threshold
+  return "parallel" if method == "parallel" or crossed else "linear"
 
 
 def rnn(
@@ -73,7 +135,6 @@ def rnn(
     method: str = "auto",
     unroll: Optional[int] = None,
     remat: Union[None, bool, int] = None,
-    fused_vjp: Optional[bool] = None,
     recurrent_dropout: float = 0.0,
     zoneout: Any = 0.0,
     learned_carry: bool = False,
@@ -111,7 +172,9 @@ def rnn(
       * ``"auto"`` (default): ``"sequential"``, or for the cells whose
         recurrence is linear in the state (`min_gru`, `min_lstm`, `lru`)
         ``"parallel"`` when T is at least the crossover measured for the
-        backend (`engine_settings`' ``parallel_min_steps``).
+        backend (`engine_settings`' ``parallel_min_steps``). None was
+        found on the CPU, and none has been measured elsewhere: ``"auto"``
+        is sequential on every backend until one is.
       * ``"sequential"``: ``jax.lax.scan`` with the cell's fastest step.
         For the built-in cells with one recurrent product (`elman`,
         `lstm`, `gru` with ``reset_after=True``, `conv_lstm`) this is the
@@ -131,16 +194,15 @@ def rnn(
       ``False`` stores every step's activations (O(T) memory); ``True``
       checkpoints chunks of about ``sqrt(T)`` steps (O(sqrt(T)) memory for
       about one extra forward pass); an int sets the chunk length.
-    fused_vjp: ``False`` is ``method="reference"``; ``None`` and ``True``
-      leave ``method`` as given (``True`` with a cell that has no fused
-      path raises).
     recurrent_dropout: the rate ``p`` in ``[0, 1)`` of variational dropout
       on the recurrent input (the built-in cells with a recurrent product;
       not the linear cells or user cells).
     zoneout: the rate in ``[0, 1)``, or rates structured like the carry
       (e.g. ``jaxrnn.LSTMState(h=0.05, c=0.5)``, the paper's LSTM setting).
-      Needs a cell whose output is its hidden state (all built-in cells but
-      `lru`). The linear cells run it on the reference scan.
+      Needs a cell whose output is its hidden state: the built-in cells with
+      vector inputs but `lru`, or a user cell whose carry is its output (an
+      array of shape ``(output_size,)``). The linear cells run it on the
+      reference scan.
     learned_carry: make the initial carry a trained parameter. Params become
       `LearnedCarryParams` ``(cell, initial_carry)``; ``apply`` starts from
       it when ``carry`` is None, and segment resets restart from it.
@@ -154,8 +216,9 @@ def rnn(
     one row: the carry restarts there (a reversed scan restarts at each
     segment's last step), so each segment's outputs equal those of the
     segment run alone; ``reset[0]`` discards a ``carry`` passed in (a new
-    sequence starting at a truncated-BPTT chunk boundary). ``key``: a PRNG key for this sequence (for a
-    minibatch, ``jax.random.split(key, B)`` mapped by ``jax.vmap``).
+    sequence starting at a truncated-BPTT chunk boundary). ``key``: a PRNG
+    key for this sequence (for a minibatch, ``jax.random.split(key, B)``
+    mapped by ``jax.vmap``).
 
   Example:
     >>> import jax, jax.numpy as jnp, jaxrnn
@@ -172,21 +235,11 @@ def rnn(
   cell = common.check_cell(cell, "cell")
   hooks = hooks_lib.hooks_of(cell)
   reverse = checks.check_bool(reverse, "reverse")
-  if unroll is not None:
-    unroll = checks.check_positive_int(unroll, "unroll")
+  unroll = None if unroll is None else checks.check_positive_int(unroll, "unroll")
   if remat is not None and not isinstance(remat, bool):
     remat = checks.check_positive_int(remat, "remat")
   if method not in METHODS:
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-  if fused_vjp is not None:
-    fused_vjp = checks.check_bool(fused_vjp, "fused_vjp")
-    if fused_vjp and (hooks is None or hooks.product is None):
-      raise ValueError(
-          "fused_vjp: this cell has no fused path (user cells, mgu, "
-          "gru(reset_after=False) and the linear cells); pass fused_vjp=None "
-          "or False")
-    if not fused_vjp:
-      method = "reference"
   if method == "parallel" and (hooks is None or hooks.linear is None):
     raise ValueError(
         "method: 'parallel' needs a cell whose recurrence is linear in the "
@@ -196,79 +249,34 @@ def rnn(
     raise ValueError(
         "recurrent_dropout: this cell has no recurrent product to drop "
         "inputs of (user cells and the linear cells min_gru, min_lstm, lru)")
-  # Shapes only: building a layer must not start a backend.
-  carry_shape = jax.eval_shape(cell.init_carry)
-  zone_rates = common.check_rates(zoneout, carry_shape)
-  use_zoneout = any(r > 0 for r in jax.tree_util.tree_leaves(zone_rates))
-  if use_zoneout and tuple(getattr(_hidden(carry_shape), "shape", ())) != (cell.output_size,):
-    raise ValueError(
-        "zoneout: needs a cell whose output is its hidden state (carry.h or "
-        "the carry itself), as the built-in cells except lru")
-  if use_zoneout and method == "parallel":
-    raise ValueError(
-        "zoneout: the parallel method evaluates a linear recurrence without "
-        "per-step carry mixing; use method='sequential' with zoneout")
-  zone_mixer = Zoneout(zone_rates, _hidden) if use_zoneout else None
+  zone_mixer = _zoneout(cell, zoneout, method)
   learned_carry = checks.check_bool(learned_carry, "learned_carry")
   unroll_pair = None if unroll is None else (unroll, unroll)
 
   def init_params(key, input_size, dtype=None):
     params = cell.init_params(key, input_size, dtype)
-    if not learned_carry:
-      return params
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    return LearnedCarryParams(params, cell.init_carry(dtype))
+    if learned_carry:
+      params = LearnedCarryParams(params, cell.init_carry(tree_leaves(params)[0].dtype))
+    return params
 
   def apply(params, xs, *, length=None, carry=None, reset=None, key=None):
-    initial = None
-    if learned_carry:
-      checks.check_params(params, LearnedCarryParams, "rnn(..., learned_carry=True)")
-      checks.check_carry(params.initial_carry, cell.init_carry(), "params.initial_carry")
-      params, initial = params.cell, params.initial_carry
-    checks.check_sequence(xs, _input_size_of(params), "rnn.apply", cell.input_ndim)
-    if hooks is not None:
-      # Every step of xs checked here, once: a path that projects inside
-      # the loop sees one step at a time.
-      hooks.check(params)
-      hooks.check_inputs(params, xs, None)
+    params, initial = (_split_learned_carry(cell, params) if learned_carry
+                       else (params, None))
+    _check_params_and_xs(cell, hooks, params, xs)
     num_steps = xs.shape[0]
     length = checks.check_length(length, num_steps)
     reset = common.check_reset(reset, num_steps)
     key = common.check_key(key)
-    acc = checks.accumulation_dtype(xs.dtype, *[
-        leaf.dtype for leaf in jax.tree_util.tree_leaves(params)])
-    if carry is not None:
-      checks.check_carry(carry, cell.init_carry(), "rnn.apply")
-    else:
-      carry = (cell.init_carry(dtype=acc) if initial is None
-               else tree_map(lambda c: c.astype(acc), initial))
-    if initial is not None:
-      initial = tree_map(lambda c, ref: c.astype(ref.dtype), initial, carry)
-    elif reset is not None:
-      initial = tree_map(jnp.zeros_like, carry)
-    if length is not None:
-      # Zero the padding so that junk there (even NaN) cannot reach a
-      # gradient through the input projection.
-      xs = common.mask_steps(xs, length)
+    carry, initial = _start_carries(cell, params, xs, carry, initial, reset is not None)
+    # Zero the padding so that junk there (even NaN) cannot reach a
+    # gradient through the input projection.
+    xs = common.mask_steps(xs, length)
     valid = None if length is None else jnp.arange(num_steps) < length
-    h_mask, zone = None, None
-    if key is not None:
-      k_drop, k_zone = jax.random.split(key)
-      if recurrent_dropout:
-        h = _hidden(carry)
-        keep = jax.random.bernoulli(k_drop, 1 - recurrent_dropout, h.shape)
-        h_mask = keep.astype(h.dtype) / jnp.asarray(1 - recurrent_dropout, h.dtype)
-      if use_zoneout:
-        leaves, treedef = jax.tree_util.tree_flatten(carry)
-        rates = jax.tree_util.tree_leaves(zone_rates)
-        zone = treedef.unflatten([
-            jax.random.bernoulli(k, r, (num_steps,) + leaf.shape)
-            for k, r, leaf in zip(jax.random.split(k_zone, len(leaves)), rates, leaves)])
+    h_mask, zone = _regulariser_masks(cell, key, carry, num_steps, recurrent_dropout,
+                                      zone_mixer)
     steps = Steps(valid, segment_resets(reset, valid, reverse), zone)
-    path = _path(hooks, method, num_steps)
-    if zone_mixer is not None and path == "linear":
-      path = "reference"  # the multiply-add scan has no carry mixing
-    plan = engine.Plan(path, reverse, unroll_pair, remat)
+    plan = engine.Plan(_path(hooks, method, num_steps, zone_mixer is not None), reverse,
+                       unroll_pair, remat)
     return engine.run(cell, hooks, plan, params, carry, xs, steps,
                       initial=initial, h_mask=h_mask, zoneout=zone_mixer)
 

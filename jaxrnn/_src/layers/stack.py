@@ -1,30 +1,11 @@
 """`stack`: layer l's outputs are layer l+1's inputs at every step."""
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
 from jaxrnn._src import checks
 from jaxrnn._src.base import Layer
 from jaxrnn._src.layers import common
-
-
-def _output_size(layer: Layer, params: Any, input_size: int, dtype) -> int:
-  """The size of ``layer``'s outputs, read from its shapes (no computation)."""
-  config = dict(layer.config)
-  cell = config.get("cell")
-  if config.get("kind") == "rnn" and cell is not None and cell.output_size is not None:
-    return cell.output_size  # also for cells over feature maps (conv_lstm)
-  dtype = checks.default_float() if dtype is None else dtype
-  # One step of a sequence (T, D), or one position of an image (R, C, D).
-  try:
-    xs = jax.ShapeDtypeStruct((1, input_size), dtype)
-    ys, _ = jax.eval_shape(lambda p, x: layer.apply(p, x), params, xs)
-  except (ValueError, TypeError):
-    xs = jax.ShapeDtypeStruct((1, 1, input_size), dtype)
-    ys, _ = jax.eval_shape(lambda p, x: layer.apply(p, x), params, xs)
-  return ys.shape[-1]
 
 
 def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
@@ -64,39 +45,38 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
   dropout = checks.check_rate(dropout, "dropout")
   n = len(layers)
 
+  # Sequences (T, ..., D) or images (R, C, D): every layer keeps the rank.
+  rank = common.input_rank(layers)
+
   def init_params(key, input_size, dtype=None):
     size = checks.check_positive_int(input_size, "input_size")
     params = []
     for layer, k in zip(layers, jax.random.split(key, n)):
       p = layer.init_params(k, size, dtype)
       params.append(p)
-      size = _output_size(layer, p, size, dtype)
+      size = common.output_size(layer, p, size, dtype, rank)
     return tuple(params)
 
   def init_carry(dtype=None):
     return tuple(layer.init_carry(dtype) for layer in layers)
 
-  def check_entries(value, name):
-    if not isinstance(value, (tuple, list)) or len(value) != n:
-      got = f"{len(value)} entries" if isinstance(value, (tuple, list)) else type(value).__name__
-      raise TypeError(
-          f"{name}: stack of {n} layers expects a tuple of {n} entries, got {got}"
-      )
-
   def apply(params, xs, *, length=None, carry=None, reset=None, key=None,
             shape=None):
-    check_entries(params, "params")
-    if carry is None:
-      carry = (None,) * n
-    check_entries(carry, "carry")
-    keys = [None] * (2 * n)
-    if common.check_key(key) is not None:
-      keys = list(jax.random.split(key, 2 * n))
+    carry = (None,) * n if carry is None else carry
+    for name, value in (("params", params), ("carry", carry)):
+      checks.check_entries(value, n, name, f"stack of {n} layers")
+    keys = [None] * (2 * n) if common.check_key(key) is None else jax.random.split(key, 2 * n)
     carries = []
     for k, (layer, p, c) in enumerate(zip(layers, params, carry)):
       options = {name: value for name, value in
                  (("reset", reset), ("shape", shape), ("key", keys[k])) if value is not None}
-      xs, c = layer.apply(p, xs, length=length, carry=c, **options)
+      try:
+        xs, c = layer.apply(p, xs, length=length, carry=c, **options)
+      except (ValueError, TypeError) as err:
+        # From layer 1 on, the inputs are inner outputs: the message names the layer.
+        if k and type(err) in (ValueError, TypeError) and len(err.args) == 1:
+          err.args = (f"layers[{k}] ({dict(layer.config).get('kind', 'user layer')}): {err}",)
+        raise
       carries.append(c)
       if dropout and k < n - 1 and keys[n + k] is not None:
         keep = jax.random.bernoulli(keys[n + k], 1 - dropout, xs.shape)

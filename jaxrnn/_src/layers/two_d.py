@@ -5,16 +5,16 @@ Every layer here works on ONE image ``xs: (R, C, input_size)`` and returns
 ``ys: (R, C, output_size)``; minibatches are
 ``jax.vmap(layer.apply, in_axes=(None, 0))(params, xs, shape=shapes)``.
 
-Semantics of ``shape = (h, w)`` (integers, traced or not): the valid region
-is the top-left ``h x w`` block. Whatever lies outside it (NaN included)
+Semantics of ``shape = (h, w)`` (a pair of integer scalars or an integer
+array of shape ``(2,)``, traced or not; `common.check_shape2d`): the valid
+region is the top-left ``h x w`` block. Whatever lies outside it (NaN included)
 changes no output and no gradient inside it; outputs outside it are exactly
 zero. A reversed axis runs from the far edge of the valid region, with
 outputs aligned with the inputs (as `jaxrnn.rnn`'s reverse over the valid
-prefix). Python ints outside ``[0, R]`` or ``[0, C]`` raise ``ValueError``;
-traced ones are clamped.
+prefix). Integers known when tracing (Python ints, concrete arrays) outside
+``[0, R]`` or ``[0, C]`` raise ``ValueError``; traced ones are clamped.
 """
 
-import numbers
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -23,7 +23,9 @@ import numpy as np
 
 from jaxrnn._src import checks
 from jaxrnn._src.base import Cell, Layer
+from jaxrnn._src.engine import hooks as hooks_lib
 from jaxrnn._src.engine import wavefront
+from jaxrnn._src.layers import common
 
 Array = jax.Array
 tree_map = jax.tree_util.tree_map
@@ -55,54 +57,6 @@ def check_image(xs: Any, input_size: Optional[int], owner: str) -> None:
   checks.check_floating(xs, "xs")
 
 
-def _check_extent(value: Any, size: int, name: str) -> Array:
-  """One entry of ``shape`` as an int32 scalar, range-checked or clamped."""
-  if isinstance(value, (bool, np.bool_)):
-    raise TypeError(f"{name}: expected an integer scalar, got bool")
-  if isinstance(value, numbers.Integral):
-    if not 0 <= int(value) <= size:
-      raise ValueError(f"{name}: expected an integer in [0, {size}], got {int(value)}")
-    return jnp.asarray(int(value), jnp.int32)
-  dtype = getattr(value, "dtype", None)
-  if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
-    raise TypeError(f"{name}: expected an integer scalar, got {checks.describe(value)}")
-  if np.shape(value) != ():
-    raise ValueError(
-        f"{name}: expected a scalar (one image), got shape {tuple(np.shape(value))}; "
-        "for a minibatch, vmap over `shape` together with `xs`")
-  if not isinstance(value, jax.core.Tracer) and not 0 <= int(value) <= size:
-    raise ValueError(f"{name}: expected an integer in [0, {size}], got {int(value)}")
-  return jnp.clip(value, 0, size).astype(jnp.int32)
-
-
-def check_shape(shape: Any, rows: int, columns: int) -> tuple[Array, Array]:
-  """Validates ``shape = (h, w)``; returns int32 scalars (``(R, C)`` if None).
-
-  ``shape`` is a pair of integer scalars or an integer array of shape
-  ``(2,)``.
-  """
-  if shape is None:
-    return jnp.asarray(rows, jnp.int32), jnp.asarray(columns, jnp.int32)
-  if hasattr(shape, "shape") and hasattr(shape, "dtype"):
-    if tuple(np.shape(shape)) != (2,):
-      raise ValueError(
-          f"shape: expected (h, w), a pair or an integer array of shape (2,), "
-          f"got an array of shape {tuple(np.shape(shape))}; for a minibatch, "
-          "vmap over `shape` together with `xs`")
-    shape = (shape[0], shape[1])
-  if not isinstance(shape, (tuple, list)) or len(shape) != 2:
-    raise TypeError(f"shape: expected a pair (h, w), got {checks.describe(shape)} {shape!r}")
-  return (_check_extent(shape[0], rows, "shape[0] (h)"),
-          _check_extent(shape[1], columns, "shape[1] (w)"))
-
-
-def _region(extent: tuple[Array, Array], rows: int, columns: int) -> Array:
-  """``(R, C, 1)`` bool: True inside the valid region."""
-  h, w = extent
-  inside = (jnp.arange(rows) < h)[:, None] & (jnp.arange(columns) < w)[None, :]
-  return inside[:, :, None]
-
-
 def _reject_1d(length: Any, reset: Any, owner: str) -> None:
   """The 1-D keywords are accepted, as None, so that generic code still works."""
   for name, value in (("length", length), ("reset", reset)):
@@ -112,46 +66,12 @@ def _reject_1d(length: Any, reset: Any, owner: str) -> None:
           "valid region as shape=(h, w)")
 
 
-def _check_cell(cell: Any, name: str) -> Cell:
-  if isinstance(cell, Layer) or not isinstance(cell, Cell):
-    raise TypeError(
-        f"{name}: expected a jaxrnn.Cell over two dimensions (e.g. "
-        f"jaxrnn.lstm2d(32)), got {type(cell).__name__}")
-  return cell
-
-
-def _check_layer(layer: Any, name: str) -> Layer:
-  if not isinstance(layer, Layer):
-    raise TypeError(f"{name}: expected a jaxrnn.Layer, got {type(layer).__name__}")
-  return layer
-
-
 def _check_reverse(reverse: Any) -> tuple[bool, bool]:
   if not isinstance(reverse, (tuple, list)) or len(reverse) != 2:
     raise TypeError(
         f"reverse: expected a pair of bools (rows, columns), got {reverse!r}")
   return (checks.check_bool(reverse[0], "reverse[0] (rows)"),
           checks.check_bool(reverse[1], "reverse[1] (columns)"))
-
-
-def _check_key(key: Any) -> Any:
-  if key is None:
-    return None
-  dtype = getattr(key, "dtype", None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    return key
-  if dtype is not None and dtype == jnp.uint32 and np.shape(key) == (2,):
-    return key
-  raise TypeError(
-      f"key: expected a PRNG key from jax.random.key, got {checks.describe(key)}")
-
-
-def _output_size(layer: Layer, params: Any, input_size: int, dtype, ndim: int) -> int:
-  """The last axis of ``layer``'s output, from shapes only."""
-  dtype = checks.default_float() if dtype is None else dtype
-  xs = jax.ShapeDtypeStruct((1,) * (ndim - 1) + (input_size,), dtype)
-  ys, _ = jax.eval_shape(lambda p, x: layer.apply(p, x), params, xs)
-  return ys.shape[-1]
 
 
 # ---------------------------------------------------------------------------
@@ -195,10 +115,12 @@ def rnn2d(
       step's activations; ``True`` checkpoints chunks of about
       ``sqrt(steps)`` steps (diagonals, or rows for the reference): only
       the carries at chunk boundaries are kept, the rest is recomputed; an
-      int sets the chunk length. ``None`` (default): on the CPU the
-      wavefront checkpoints every diagonal (``remat=1``: measured faster
-      than storing every gate activation, see the benchmark in the
-      documentation); otherwise nothing.
+      int sets the chunk length; the same chunks as `rnn`'s. ``None``
+      (default): for the wavefront the backend's ``wavefront_remat``
+      (`engine_settings`): on the CPU it checkpoints every diagonal
+      (``remat=1``: measured faster than storing every gate activation, see
+      the benchmark in the documentation), elsewhere nothing; for the
+      reference nothing.
 
   Returns:
     A `Layer` whose params are the cell's params and whose carry is one
@@ -208,8 +130,8 @@ def rnn2d(
     (see the module docstring); ``final_carry`` is the carry at the last
     valid position in scan order (``(h-1, w-1)`` for ``reverse=(False,
     False)``; ``(0, 0)`` for ``(True, True)``), or the border carry if the
-    region is empty. ``key`` is accepted and unused; ``length`` and
-    ``reset`` are accepted as None only.
+    region is empty. ``key`` (one PRNG key) is accepted and unused;
+    ``length`` and ``reset`` are accepted as None only.
 
   Example:
     >>> import jax, jax.numpy as jnp, jaxrnn
@@ -223,7 +145,8 @@ def rnn2d(
     >>> bool(jnp.allclose(ref.apply(params, xs)[0], layer.apply(params, xs)[0], atol=1e-6))
     True
   """
-  cell = _check_cell(cell, "cell")
+  cell = common.check_cell(
+      cell, "cell", "pass the 2-D cell itself (e.g. jaxrnn.lstm2d(32)), not rnn2d(cell)")
   reverse = _check_reverse(reverse)
   if method not in wavefront.METHODS:
     raise ValueError(f"method: expected one of {wavefront.METHODS}, got {method!r}")
@@ -236,10 +159,9 @@ def rnn2d(
 
   def apply(params, xs, *, shape=None, carry=None, key=None, length=None, reset=None):
     _reject_1d(length, reset, owner)
-    _check_key(key)
-    W_x = getattr(params, "W_x", None)
-    check_image(xs, np.shape(W_x)[0] if np.ndim(W_x) == 2 else None, owner)
-    extent = None if shape is None else check_shape(shape, xs.shape[0], xs.shape[1])
+    common.check_key(key)
+    check_image(xs, hooks_lib.input_size_of(cell, params), owner)
+    extent = common.check_shape2d(shape, xs.shape[0], xs.shape[1])
     acc = checks.accumulation_dtype(
         xs.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(params)])
     if carry is None:
@@ -264,27 +186,6 @@ def rnn2d(
 # multidirectional
 
 
-def _concat(*ys):
-  return jnp.concatenate(ys, axis=-1)
-
-
-def _sum(*ys):
-  total = ys[0]
-  for y in ys[1:]:
-    total = total + y
-  return total
-
-
-_MERGES = {
-    "concat": _concat,
-    "sum": _sum,
-    "mean": lambda *ys: _sum(*ys) / len(ys),
-}
-
-# The four scan directions of Graves et al.'s MDLSTM, as ``reverse`` pairs.
-CORNERS = ((False, False), (False, True), (True, False), (True, True))
-
-
 def multidirectional(
     *layers: Layer,
     merge: Union[str, Callable[..., Array]] = "concat",
@@ -298,8 +199,9 @@ def multidirectional(
   Args:
     *layers: one or more 2-D `Layer`s (e.g. `rnn2d` with different
       ``reverse``); their ``apply`` must take ``shape=``.
-    merge: ``"concat"`` (``(R, C, O_1 + ... + O_n)``), ``"sum"``, ``"mean"``
-      or a callable ``merge(y_1, ..., y_n)`` on ``(R, C, O)`` arrays.
+    merge: ``"concat"`` (``(R, C, O_1 + ... + O_n)``), ``"sum"``, ``"mean"``,
+      ``"mul"`` (the merges of `bidirectional`) or a callable ``merge(y_1,
+      ..., y_n)`` on ``(R, C, O)`` arrays.
 
   Returns:
     A `Layer` whose params and carries are tuples with one entry per layer.
@@ -324,13 +226,9 @@ def multidirectional(
   """
   if not layers:
     raise ValueError("layers: multidirectional expects at least one Layer, got none")
-  layers = tuple(_check_layer(layer, f"layers[{k}]") for k, layer in enumerate(layers))
-  if callable(merge):
-    merge_fn, custom_merge = merge, True
-  elif isinstance(merge, str) and merge in _MERGES:
-    merge_fn, custom_merge = _MERGES[merge], False
-  else:
-    raise ValueError(f"merge: expected one of {sorted(_MERGES)} or a callable, got {merge!r}")
+  layers = tuple(common.check_layer(layer, f"layers[{k}]", "wrap it as jaxrnn.rnn2d(cell)")
+                 for k, layer in enumerate(layers))
+  merge_fn = common.merge_function(merge)
   n = len(layers)
   owner = f"multidirectional of {n} layers"
 
@@ -341,19 +239,13 @@ def multidirectional(
   def init_carry(dtype=None):
     return tuple(layer.init_carry(dtype) for layer in layers)
 
-  def check_entries(value, name):
-    if not isinstance(value, (tuple, list)) or len(value) != n:
-      got = (f"{len(value)} entries" if isinstance(value, (tuple, list))
-             else type(value).__name__)
-      raise TypeError(f"{name}: {owner} expects a tuple of {n} entries, got {got}")
-
   def apply(params, xs, *, shape=None, carry=None, key=None, length=None, reset=None):
     _reject_1d(length, reset, "multidirectional.apply")
-    check_entries(params, "params")
     carry = (None,) * n if carry is None else carry
-    check_entries(carry, "carry")
+    for name, value in (("params", params), ("carry", carry)):
+      checks.check_entries(value, n, name, owner)
     keys = [None] * n
-    if _check_key(key) is not None:
+    if common.check_key(key) is not None:
       keys = list(jax.random.split(key, n))
     ys, carries = [], []
     for layer, p, c, k in zip(layers, params, carry, keys):
@@ -362,11 +254,9 @@ def multidirectional(
       ys.append(y)
       carries.append(c)
     out = merge_fn(*ys)
-    if custom_merge:
+    if callable(merge):
       # A user merge may map zeros to something else: re-zero outside.
-      extent = check_shape(shape, xs.shape[0], xs.shape[1])
-      out = jnp.where(_region(extent, xs.shape[0], xs.shape[1]), out,
-                      jnp.zeros((), out.dtype))
+      out = common.mask_region(out, common.check_shape2d(shape, *xs.shape[:2]))
     return out, tuple(carries)
 
   return Layer(
@@ -435,15 +325,15 @@ def renet(row_layer: Layer, column_layer: Layer) -> Layer:
     Neural Network Based Alternative to Convolutional Networks,
     arXiv:1505.00393, 2015.
   """
-  row_layer = _check_layer(row_layer, "row_layer")
-  column_layer = _check_layer(column_layer, "column_layer")
+  row_layer = common.check_layer(row_layer, "row_layer")
+  column_layer = common.check_layer(column_layer, "column_layer")
   owner = "renet.apply"
 
   def init_params(key, input_size, dtype=None):
     input_size = checks.check_positive_int(input_size, "input_size")
     k_r, k_c = jax.random.split(key)
     rows = row_layer.init_params(k_r, input_size, dtype)
-    size = _output_size(row_layer, rows, input_size, dtype, ndim=2)
+    size = common.output_size(row_layer, rows, input_size, dtype, rank=2)  # rows (C, D)
     return ReNetParams(rows, column_layer.init_params(k_c, size, dtype))
 
   def init_carry(dtype=None):
@@ -471,21 +361,20 @@ def renet(row_layer: Layer, column_layer: Layer) -> Layer:
           f"{type(carry).__name__}")
     check_image(xs, None, owner)
     R, C = xs.shape[:2]
-    h, w = check_shape(shape, R, C)
+    extent = common.check_shape2d(shape, R, C)
+    h, w = (R, C) if extent is None else extent
     k_r = k_c = None
-    if _check_key(key) is not None:
+    if common.check_key(key) is not None:
       k_r, k_c = jax.random.split(key)
-    inside = _region((h, w), R, C)
     # Junk outside the region (NaN included) must not reach a gradient even
     # through a user layer that leaves its padding in place.
-    xs = jnp.where(inside, xs, jnp.zeros((), xs.dtype))
+    xs = common.mask_region(xs, extent)
     row_lengths = jnp.where(jnp.arange(R) < h, w, 0)
     ys, c_rows = sweep(row_layer, params.rows, xs, row_lengths, carry.rows, k_r)
     column_lengths = jnp.where(jnp.arange(C) < w, h, 0)
     ys, c_columns = sweep(column_layer, params.columns, jnp.swapaxes(ys, 0, 1),
                           column_lengths, carry.columns, k_c)
-    ys = jnp.swapaxes(ys, 0, 1)
-    return jnp.where(inside, ys, jnp.zeros((), ys.dtype)), ReNetCarry(c_rows, c_columns)
+    return common.mask_region(jnp.swapaxes(ys, 0, 1), extent), ReNetCarry(c_rows, c_columns)
 
   return Layer(
       init_params=init_params, apply=apply, init_carry=init_carry,

@@ -1,9 +1,11 @@
 """Checkpoints of training state: one ``.npz`` file per step, written atomically.
 
 A checkpoint holds any pytree of arrays (params, optax states, NamedTuples,
-``None`` leaves, scalars, step counters, typed PRNG keys) as the NumPy
-arrays of its leaves, keyed by leaf path, plus a JSON manifest (paths,
-dtypes, shapes, step) stored inside the same file. The file is written under
+``None`` leaves, scalars, step counters, typed PRNG keys) as a ``.npz``
+archive: one array per leaf, named ``leaf_00000``, ``leaf_00001``, ... in
+the order of ``jax.tree_util.tree_flatten``, and ``__manifest__``, a JSON
+text (as ``uint8``) that gives each leaf's pytree path, dtype and shape, and
+the step. Leaves are found by their paths. The file is written under
 a temporary name in the same directory and renamed into place
 (``os.replace``), so a crash mid-write never leaves a half-written
 checkpoint under a checkpoint's name. Loading never unpickles anything, and
@@ -13,7 +15,8 @@ earlier steps to load instead.
 
 Restoring needs a ``like`` tree (e.g. freshly initialised params and
 ``optimizer.init(params)``): the structure comes from ``like`` and the
-checkpoint must hold exactly its leaves, with the same shapes and dtypes.
+checkpoint must hold exactly its leaves, with the same shapes and dtypes;
+with ``part`` (e.g. ``"['params']"``), ``like`` matches that subtree only.
 """
 
 import json
@@ -310,9 +313,65 @@ def _restore_leaf(like: Any, entry: dict, stored: np.ndarray) -> Any:
   return value
 
 
+# The first key of a path as `jax.tree_util.keystr` writes it: ['a'], [0], .name.
+_FIRST_KEY = re.compile(r"""\[(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\]]*)\]|\.\w+""")
+
+
+def _is_under(path: str, part: str) -> bool:
+  """Whether the leaf ``path`` is ``part`` or lies below it."""
+  return path == part or (path.startswith(part) and path[len(part)] in "[.")
+
+
+def _parts_matching(like_paths: list[str], stored: dict) -> list[str]:
+  """The subtrees of the checkpoint whose leaves are exactly ``like_paths``."""
+  found = []
+  for path in stored:
+    prefix = path[:len(path) - len(like_paths[0])]
+    if (path.endswith(like_paths[0]) and prefix and _is_under(path, prefix)
+        and prefix not in found
+        and sorted(p for p in stored if _is_under(p, prefix)) == sorted(
+            prefix + p for p in like_paths)):
+      found.append(prefix)
+  return found
+
+
+def _top_keys(paths: Any) -> str:
+  """The distinct first keys of leaf paths, e.g. ``['params'], ['opt_state']``."""
+  return ", ".join(dict.fromkeys(m.group(0) for m in map(_FIRST_KEY.match, paths) if m))
+
+
+def _part_hint(wanted: list[str], stored: dict) -> str:
+  """How to restore a subtree, for a ``like`` that is not the saved tree."""
+  matches = _parts_matching(wanted, stored) if wanted else []
+  if matches:
+    matches.sort(key=len)  # the shortest path first: ['params'] before ['opt_state'][0].mu
+    if len(matches) == 1:
+      return f"like matches the part {matches[0]} of the checkpoint: pass part={matches[0]!r}"
+    return (f"like matches the parts {', '.join(matches)} of the checkpoint: pass part= "
+            f"the one to restore, e.g. part={matches[0]!r}")
+  return ("restore into a like tree with the saved structure, or pass part= the key "
+          f"path of one subtree ({_top_keys(stored)} or a path below them) with a like "
+          "tree structured as that subtree")
+
+
+def _select_part(part: Any, stored: dict, step: int) -> dict:
+  """The leaves of ``stored`` that lie in the subtree ``part``."""
+  if not isinstance(part, str):
+    raise TypeError(
+        "part: expected the key path of a subtree as a str, e.g. \"['params']\", got "
+        f"{type(part).__name__} {part!r}")
+  selected = {path: value for path, value in stored.items() if _is_under(path, part)}
+  if not part or not selected:
+    raise ValueError(
+        f"part: expected the key path of a subtree of the checkpoint of step {step} "
+        f"({_top_keys(stored) or 'it holds no subtree'} or a path below them), got {part!r}")
+  return selected
+
+
 def restore_checkpoint(directory: PathLike, like: Any, *,
-                       step: Optional[int] = None) -> tuple[Any, int]:
-  """Loads a checkpoint into the structure of ``like``.
+                       step: Optional[int] = None,
+                       part: Optional[str] = None) -> tuple[Any, int]:
+  """Loads a checkpoint, or one subtree of it, into the structure of ``like``.
 
   Every leaf of ``like`` must be in the checkpoint under the same path, with
   the same shape and dtype, and the checkpoint must hold no other leaf;
@@ -321,12 +380,22 @@ def restore_checkpoint(directory: PathLike, like: Any, *,
   arrays (on the ``like`` leaf's sharding), NumPy arrays, Python scalars or
   typed PRNG keys.
 
+  With ``part``, only the subtree of the checkpoint at that key path is
+  restored (e.g. the params of a checkpoint saved as ``{"params": ...,
+  "opt_state": ...}``), and ``like`` is structured like that subtree. The
+  path is written as `jax.tree_util.keystr` writes it, as error messages and
+  the file's manifest name leaves: ``"['params']"``, ``"[0]"``,
+  ``"['opt_state'][0].mu"``. A path is needed, not guessed: an Adam state's
+  ``mu`` and ``nu`` have the structure of the params too.
+
   Args:
     directory: the checkpoint directory.
-    like: a pytree shaped like the saved one (e.g. fresh params and
-      ``optimizer.init(params)``); its values are not used, and its leaves
-      may be ``jax.ShapeDtypeStruct``.
+    like: a pytree shaped like the saved one, or like its subtree ``part``
+      (e.g. fresh params and ``optimizer.init(params)``); its values are not
+      used, and its leaves may be ``jax.ShapeDtypeStruct``.
     step: the step to load; ``None`` loads `latest_step`.
+    part: ``None`` (the whole checkpoint) or the key path of the subtree to
+      restore, e.g. ``"['params']"``.
 
   Returns:
     ``(tree, step)``: the restored pytree, structured like ``like``, and its
@@ -334,16 +403,18 @@ def restore_checkpoint(directory: PathLike, like: Any, *,
 
   Raises:
     FileNotFoundError: no checkpoint (of ``step``) in ``directory``.
-    ValueError: the checkpoint does not match ``like``; or its file is
-      truncated, damaged or not a jaxrnn checkpoint, in which case the
-      message names the file and the earlier steps that can be loaded
-      instead with ``step=``.
+    ValueError: the checkpoint (or its ``part``) does not match ``like``,
+      or holds no subtree ``part``; or its file is truncated, damaged or
+      not a jaxrnn checkpoint, in which case the message names the file and
+      the earlier steps that can be loaded instead with ``step=``.
+    TypeError: ``part`` is not a str.
 
   Example:
     >>> import tempfile, jax.numpy as jnp, jaxrnn
     >>> directory = tempfile.mkdtemp()
-    >>> _ = jaxrnn.save_checkpoint(directory, 3, {"w": jnp.arange(3.0)})
-    >>> jaxrnn.restore_checkpoint(directory, {"w": jnp.zeros(3)})
+    >>> state = {"params": {"w": jnp.arange(3.0)}, "step": 3}
+    >>> _ = jaxrnn.save_checkpoint(directory, 3, state)
+    >>> jaxrnn.restore_checkpoint(directory, {"w": jnp.zeros(3)}, part="['params']")
     ({'w': Array([0., 1., 2.], dtype=float32)}, 3)
   """
   directory = pathlib.Path(directory)
@@ -359,20 +430,27 @@ def restore_checkpoint(directory: PathLike, like: Any, *,
         f"step: no checkpoint of step {step} in {directory} (steps there: "
         f"{_steps(directory)})")
   manifest, stored = _read(path, step)
+  if part is not None:
+    stored = _select_part(part, stored, step)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-  wanted = [_path_str(p) for p, _ in leaves]
+  if part is None:
+    wanted = [_path_str(p) for p, _ in leaves]
+  else:
+    wanted = [part + jax.tree_util.keystr(p) for p, _ in leaves]
+  where = f"the checkpoint of step {step}" + ("" if part is None else f" under {part}")
   missing = [p for p in wanted if p not in stored]
   if missing:
+    hint = "" if part is not None else "; " + _part_hint(wanted, stored)
     raise ValueError(
-        f"like: leaf {missing[0]} is not in the checkpoint of step {step} "
-        f"({len(missing)} missing; the checkpoint holds {sorted(stored)[:8]}"
-        f"{' ...' if len(stored) > 8 else ''})")
+        f"like: leaf {missing[0]} is not in {where} ({len(missing)} missing; it holds "
+        f"{sorted(stored)[:8]}{' ...' if len(stored) > 8 else ''}){hint}")
   extra = sorted(set(stored) - set(wanted))
   if extra:
+    hint = "like must hold every leaf of the part" if part is not None else _part_hint(
+        wanted, stored)
     raise ValueError(
-        f"like: the checkpoint of step {step} holds leaf {extra[0]} that like "
-        f"does not have ({len(extra)} extra); restore into a like tree with "
-        "the saved structure")
+        f"like: {where} holds leaf {extra[0]} that like does not have "
+        f"({len(extra)} extra); {hint}")
   out = []
   for (leaf_path, leaf), name in zip(leaves, wanted):
     entry, array = stored[name]
