@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
 
   model = Capitaliser(args.hidden)
   ids, _, lengths = next(capitalise.batches(train_examples, config, rng=None))
-  params = model.init(jax.random.key(args.seed), ids, lengths)["params"]
+  params = jax.jit(model.init)(jax.random.key(args.seed), ids, lengths)["params"]  # one compile
   optimizer = optax.adam(optax.cosine_decay_schedule(2e-2, args.steps, alpha=0.1))
   opt_state = optimizer.init(params)
   compiled = []  # the padded length of each compilation of `step`

@@ -186,7 +186,8 @@ MUTANTS = (
        (ENGINE + "*.py", "select(valid_t, new_c, c)", "new_c")),
     _m("padding-inputs-not-zeroed", "rnn.apply no longer zeroes the padded steps of xs",
        ["tests/test_gradients.py::test_rnn_options_match_plain_path",
-        T_TRANSFORMS + "::test_every_transformation_matches_plain_autodiff[elman-lengths-defaults]"],
+        T_TRANSFORMS + "::test_every_transformation_matches_plain_autodiff"
+        "[elman-lengths-defaults]"],
        (LAYERS + "rnn.py", "xs = common.mask_steps(xs, length)", "pass")),
     _m("linear-padding-not-identity", "linear engine: a padded step is (0, 0), not (1, 0)",
        [T_PARALLEL + "::test_against_numpy_with_lengths_resets_and_reverse", T_LENGTHS],
@@ -356,10 +357,13 @@ MUTANTS = (
         'W_x = _to_jax(get("weight_ih"), "weight_ih" + s, transpose=True)',
         'W_x = jnp.roll(_to_jax(get("weight_ih"), "weight_ih" + s, transpose=True),\n'
         "                     spec.hidden_size, axis=-1)")),
-    _m("torch-directions-swapped", "torch interop: _reverse names the forward direction",
+    _m("torch-directions-swapped",
+       "from_torch: a bidirectional layer's forward and backward params swapped",
        ["tests/test_interop_torch.py::test_matches_torch_float32", "tests/test_interop_torch.py"],
-       (INTEROP + "torch.py", '("_reverse" if direction else "")',
-        '("" if direction else "_reverse")')),
+       (INTEROP + "torch.py", "layers_lib.BidirectionalParams(*directions)",
+        "layers_lib.BidirectionalParams(*directions[::-1])"),
+       (INTEROP + "*.py", "BidirectionalParams(*directions)",
+        "BidirectionalParams(*directions[::-1])")),
     # --- Argument checks. ----------------------------------------------------
     _m("number-check-bool-guard", "the shared number check accepts bools (hidden_size=True)",
        ["tests/test_errors.py::test_bad_sizes_and_options"],
@@ -482,10 +486,18 @@ PLUGIN = textwrap.dedent('''
         f.write(json.dumps(entry) + "\\n")
 
 
+    def _matches(nodeid, prefix):
+      if nodeid == prefix:
+        return True
+      if prefix.endswith("]"):  # also with more parameters: [a-b] matches [a-b-c]
+        return nodeid.startswith(prefix[:-1] + "-")
+      return nodeid.startswith(prefix) and (
+          nodeid[len(prefix)] in ":[" or prefix.endswith(("[", "-")))
+
+
     def _rank(nodeid):
       for k, prefix in enumerate(FIRST):
-        if nodeid == prefix or (nodeid.startswith(prefix) and (
-            nodeid[len(prefix)] in ":[" or prefix.endswith(("[", "-")))):
+        if _matches(nodeid, prefix):
           return k
       return len(FIRST)
 
@@ -615,10 +627,13 @@ def run_suite(copy: pathlib.Path, python: str, jobs: int, first, timeout: Option
 
 def _check_imports(entries: list[dict], copy: pathlib.Path) -> Optional[str]:
   """An error message unless every process that imported jaxrnn took the copy's."""
-  for entry in entries:
-    path = entry.get("jaxrnn") if entry["kind"] == "collected" else None
-    if path and not pathlib.Path(path).resolve().is_relative_to(copy.resolve()):
-      return f"{entry['worker']} imported {path}, not the copy's jaxrnn"
+  paths = [(e["worker"], e["jaxrnn"]) for e in entries
+           if e["kind"] == "collected" and e.get("jaxrnn")]
+  if not paths and any(e["kind"] == "collected" for e in entries):
+    return "no pytest process recorded which jaxrnn it imported"
+  for worker, path in paths:
+    if not pathlib.Path(path).resolve().is_relative_to(copy.resolve()):
+      return f"{worker} imported {path}, not the copy's jaxrnn"
   return None
 
 
@@ -767,7 +782,8 @@ def main(argv=None) -> int:
     result = run_mutant(m, root, python, args.jobs, args.timeout, args.logs)
     results.append(result)
     print(f"{result.name:40s} {result.status:13s} {result.seconds:6.0f} s  "
-          f"{result.first_failure}  {result.message[:120]}", flush=True)
+          f"({result.collected} collected)  {result.first_failure}  {result.message[:120]}",
+          flush=True)
   table = markdown(results)
   print(table)
   if args.out:

@@ -334,8 +334,6 @@ CASES = [
 ]
 CASE_IDS = [c.name for c in CASES]
 BY_NAME = {c.name: c for c in CASES}
-# Three cells with a hand-written tangent on the fused path, one of each kind.
-FUSED_CASES = [BY_NAME[n] for n in ("elman_tanh", "lstm", "gru")]
 
 
 # ---------------------------------------------------------------------------
@@ -345,8 +343,9 @@ FUSED_CASES = [BY_NAME[n] for n in ("elman_tanh", "lstm", "gru")]
 def random_like(tree, seed: int, scale: float = 0.5):
   """Replaces every array leaf of ``tree`` by random normals of its dtype."""
   rng = np.random.default_rng(seed)
+  # Cast by NumPy: a cast by jnp.asarray would compile a program per shape.
   return jax.tree_util.tree_map(
-      lambda v: jnp.asarray(scale * rng.standard_normal(np.shape(v)), v.dtype),
+      lambda v: jnp.asarray(np.asarray(scale * rng.standard_normal(np.shape(v)), v.dtype)),
       tree)
 
 
@@ -364,7 +363,7 @@ def random_params(layer_or_cell, seed: int, input_size: int = D, dtype=None,
 
 
 def random_xs(seed: int, shape=(T, D), dtype=np.float32):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+  return jnp.asarray(np.asarray(np.random.default_rng(seed).standard_normal(shape), dtype))
 
 
 def assert_tree_close(actual, expected, *, rtol=2e-5, atol=2e-5, err_msg=""):

@@ -37,11 +37,13 @@ TOL = {"rtol": 1e-5, "atol": 1e-6}
 # worker runs them all, so that each program compiles once.
 pytestmark = pytest.mark.xdist_group("adapters")
 
+# unroll=1: the adapters run whatever the layer computes, and the loop's
+# body compiles once instead of unrolled.
 LAYERS = {
-    "rnn": jaxrnn.rnn(jaxrnn.lstm(4)),
-    "bidirectional": jaxrnn.bidirectional(jaxrnn.gru(3), jaxrnn.lstm(3)),
-    "stack": jaxrnn.stack(jaxrnn.rnn(jaxrnn.elman(5)),
-                          jaxrnn.rnn(jaxrnn.min_gru(4)), jaxrnn.readout(2)),
+    "rnn": jaxrnn.rnn(jaxrnn.lstm(4), unroll=1),
+    "bidirectional": jaxrnn.bidirectional(jaxrnn.gru(3), jaxrnn.lstm(3), unroll=1),
+    "stack": jaxrnn.stack(jaxrnn.rnn(jaxrnn.elman(5), unroll=1),
+                          jaxrnn.rnn(jaxrnn.min_gru(4), unroll=1), jaxrnn.readout(2)),
 }
 
 
@@ -177,7 +179,7 @@ NO_LENGTHS = {("linen", "rnn"), ("nnx", "bidirectional"), ("equinox", "stack")}
 
 
 @functools.lru_cache(maxsize=None)
-def setup(adapter, layer_name):
+def model_and_programs(adapter, layer_name):
   """``(model, run, grad)`` of one adapter around one layer: built and jitted once."""
   api = ADAPTERS[adapter]
   model = api.make(LAYERS[layer_name], jax.random.key(0))
@@ -188,7 +190,7 @@ def setup(adapter, layer_name):
 @EVERY_LAYER
 def test_same_numbers_as_vmap_of_layer_apply(adapter, layer_name):
   layer, api = LAYERS[layer_name], ADAPTERS[adapter]
-  model, run, _ = setup(adapter, layer_name)
+  model, run, _ = model_and_programs(adapter, layer_name)
   reference_run, _ = reference(layer_name)
   params = api.params(model)
   # The layer's own params structure, unchanged.
@@ -211,7 +213,7 @@ def test_same_numbers_as_vmap_of_layer_apply(adapter, layer_name):
 @EVERY_LAYER
 def test_padding_guarantees(adapter, layer_name):
   """Exact zeros at padded steps; NaN in the padding reaches nothing."""
-  _, run, grad = setup(adapter, layer_name)
+  _, run, grad = model_and_programs(adapter, layer_name)
   lengths = jnp.asarray(LENGTHS)
   ys_nan, carry_nan = run(batch(pad=np.nan), lengths)
   ys_zero, carry_zero = run(batch(pad=0.0), lengths)
@@ -232,7 +234,7 @@ def test_padding_guarantees(adapter, layer_name):
 @BOTH
 @EVERY_LAYER
 def test_framework_grad_is_the_layer_grad(adapter, layer_name):
-  model, _, grad = setup(adapter, layer_name)
+  model, _, grad = model_and_programs(adapter, layer_name)
   _, reference_grad = reference(layer_name)
   xs, lengths = batch(seed=3), jnp.asarray(LENGTHS)
   expected = reference_grad(ADAPTERS[adapter].params(model), xs, lengths)
@@ -244,7 +246,7 @@ def test_framework_grad_is_the_layer_grad(adapter, layer_name):
 @BOTH
 def test_an_initial_carry_passes_through(adapter):
   layer, api = LAYERS["bidirectional"], ADAPTERS[adapter]
-  model, run, _ = setup(adapter, "bidirectional")
+  model, run, _ = model_and_programs(adapter, "bidirectional")
   reference_run, _ = reference("bidirectional")
   leaves, treedef = jax.tree_util.tree_flatten(layer.init_carry())
   rng = np.random.default_rng(4)
@@ -254,6 +256,9 @@ def test_an_initial_carry_passes_through(adapter):
   got = run(xs, lengths, carry)
   chex.assert_trees_all_equal(got, reference_run(api.params(model), xs, lengths, carry))
   assert not np.allclose(got[0], run(xs, lengths)[0])
+  # The empty sequence (row 2) ends in the carry it was given.
+  chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda c: np.asarray(c)[2], got[1]),
+                              jax.tree_util.tree_map(lambda c: np.asarray(c)[2], carry))
   if (adapter, "bidirectional") in EAGER:
     eager = api.eager(model, xs, lengths, carry)
     chex.assert_trees_all_equal(eager, vmapped(layer, api.params(model), xs, lengths,
@@ -285,7 +290,7 @@ def digits_batches():
   return out
 
 
-DIGITS_LAYER = jaxrnn.stack(jaxrnn.rnn(jaxrnn.gru(16)), jaxrnn.readout(10))
+DIGITS_LAYER = jaxrnn.stack(jaxrnn.rnn(jaxrnn.gru(16), unroll=1), jaxrnn.readout(10))
 TX = optax.adam(1e-2)
 
 
@@ -395,24 +400,32 @@ def test_training_follows_the_raw_loop_step_for_step(train):
 # ---------------------------------------------------------------------------
 # Framework conventions: layout, return values, dropout, errors.
 
-DROPPY = lambda: jaxrnn.rnn(jaxrnn.lstm(4), recurrent_dropout=0.5, zoneout=0.3)  # noqa: E731
+DROPPY = lambda: jaxrnn.rnn(jaxrnn.lstm(4), recurrent_dropout=0.5, zoneout=0.3,  # noqa: E731
+                            unroll=1)
 
 
 def test_linen_layout_and_return_values():
   layer = LAYERS["stack"]
   module = jaxrnn.flax.RNN(layer, time_major=True)
   xs, lengths = batch(seed=6), jnp.asarray(LENGTHS)
-  variables = module.init(jax.random.key(0), jnp.swapaxes(xs, 0, 1))
+  variables = jax.jit(module.init)(jax.random.key(0), jnp.swapaxes(xs, 0, 1))
   assert set(variables) == {"params"} and set(variables["params"]) == {"layer"}
-  ys_tm = module.apply(variables, jnp.swapaxes(xs, 0, 1), seq_lengths=lengths)
-  ys, carry = vmapped(layer, variables["params"]["layer"], xs, lengths)
+  ys, carry = reference("stack")[0](variables["params"]["layer"], xs, lengths, None)
+
+  @jax.jit
+  def outputs(variables, xs, lengths):
+    # time_major as an attribute; return_carry as a call argument and as an
+    # attribute: (carry, ys) as flax.linen.RNN.
+    return (module.apply(variables, jnp.swapaxes(xs, 0, 1), seq_lengths=lengths),
+            module.apply(variables, xs, seq_lengths=lengths, time_major=False,
+                         return_carry=True),
+            jaxrnn.flax.RNN(layer, return_carry=True).apply(variables, xs, seq_lengths=lengths))
+
+  ys_tm, by_argument, by_attribute = outputs(variables, xs, lengths)
   chex.assert_shape(ys_tm, (T, B, 2))
   chex.assert_trees_all_equal(jnp.swapaxes(ys_tm, 0, 1), ys)
-  # return_carry as a call argument and as an attribute: (carry, ys) as flax.linen.RNN.
-  out = module.apply(variables, xs, seq_lengths=lengths, time_major=False, return_carry=True)
-  chex.assert_trees_all_equal(out, (carry, ys))
-  out = jaxrnn.flax.RNN(layer, return_carry=True).apply(variables, xs, seq_lengths=lengths)
-  chex.assert_trees_all_equal(out, (carry, ys))
+  chex.assert_trees_all_equal(by_argument, (carry, ys))
+  chex.assert_trees_all_equal(by_attribute, (carry, ys))
 
 
 def test_linen_inside_a_linen_model():
@@ -431,17 +444,26 @@ def test_linen_inside_a_linen_model():
   chex.assert_tree_all_finite(logits)
 
 
+def droppy_reference(layer):
+  """Jitted ``(off, on)``: the layer without dropout, and with ``keys``."""
+  return jax.jit(lambda p, xs, keys: (vmapped(layer, p, xs)[0],
+                                      vmapped(layer, p, xs, key=keys)[0]))
+
+
 def test_linen_dropout_draws_one_key_per_sequence(monkeypatch):
   layer = DROPPY()
   module = jaxrnn.flax.RNN(layer)
   same = jnp.broadcast_to(batch(seed=8, lengths=[T])[0], (B, T, D))
-  variables = module.init(jax.random.key(0), same)
+  variables = jax.jit(module.init)(jax.random.key(0), same)
   params = variables["params"]["layer"]
-  off = module.apply(variables, same)
-  chex.assert_trees_all_equal(off, vmapped(layer, params, same)[0])
+  ref_off, ref_on = droppy_reference(layer)(params, same,
+                                            jax.random.split(jax.random.key(2), B))
+  apply = jax.jit(module.apply, static_argnames="deterministic")
+  off = apply(variables, same)
+  chex.assert_trees_all_equal(off, ref_off)
   rngs = {"dropout": jax.random.key(1)}
-  on = module.apply(variables, same, deterministic=False, rngs=rngs)
-  chex.assert_trees_all_equal(on, module.apply(variables, same, deterministic=False, rngs=rngs))
+  on = apply(variables, same, deterministic=False, rngs=rngs)
+  chex.assert_trees_all_equal(on, apply(variables, same, deterministic=False, rngs=rngs))
   assert not np.allclose(on, off)
   assert not np.allclose(on[0], on[1])  # one key per sequence
   with pytest.raises(Exception, match="dropout"):
@@ -454,10 +476,9 @@ def test_linen_dropout_draws_one_key_per_sequence(monkeypatch):
     return jax.random.key(2)
 
   monkeypatch.setattr(jaxrnn.flax.RNN, "make_rng", make_rng)
-  on = module.apply(variables, same, deterministic=False)
-  expected, _ = vmapped(layer, params, same, key=jax.random.split(jax.random.key(2), B))
+  on = jax.jit(lambda v, x: module.apply(v, x, deterministic=False))(variables, same)
   assert asked == ["dropout"]
-  chex.assert_trees_all_equal(on, expected)
+  chex.assert_trees_all_equal(on, ref_on)
 
 
 def test_nnx_params_train_eval_view_and_rngs():
@@ -468,12 +489,13 @@ def test_nnx_params_train_eval_view_and_rngs():
       model.layer_params()))
   assert model.params.W_x.shape == (D, 16) and isinstance(model.params.W_x, nnx.Param)
   xs = jnp.broadcast_to(batch(seed=9, lengths=[T])[0], (B, T, D))
+  ref_off, ref_on = droppy_reference(layer)(model.layer_params(), xs,
+                                            jax.random.split(jax.random.key(3), B))
   off = model(xs)
-  chex.assert_trees_all_equal(off, vmapped(layer, model.layer_params(), xs)[0])
+  chex.assert_trees_all_close(off, ref_off, **TOL)
   # A given key: exactly layer.apply with it split over the batch.
   on = model(xs, deterministic=False, rngs=jax.random.key(3))
-  chex.assert_trees_all_equal(on, vmapped(layer, model.layer_params(), xs,
-                                          key=jax.random.split(jax.random.key(3), B))[0])
+  chex.assert_trees_all_close(on, ref_on, **TOL)
   assert not np.allclose(on[0], on[1])
   # model.train() draws from the module's stream, a new key each call.
   model.train()
@@ -489,10 +511,10 @@ def test_nnx_time_major():
   layer = LAYERS["rnn"]
   model = jaxrnn.nnx.RNN(layer, D, time_major=True, rngs=nnx.Rngs(0))
   xs, lengths = batch(seed=10), jnp.asarray(LENGTHS)
-  ys = model(jnp.swapaxes(xs, 0, 1), seq_lengths=lengths)
+  ys = nnx.jit(lambda m, x, n: m(x, seq_lengths=n))(model, jnp.swapaxes(xs, 0, 1), lengths)
   chex.assert_shape(ys, (T, B, 4))
   chex.assert_trees_all_equal(jnp.swapaxes(ys, 0, 1),
-                              vmapped(layer, model.layer_params(), xs, lengths)[0])
+                              reference("rnn")[0](model.layer_params(), xs, lengths, None)[0])
 
 
 def test_equinox_fields_key_and_inference():

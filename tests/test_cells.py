@@ -17,22 +17,6 @@ from reference import CASE_IDS, CASES, D, H, P
 PARAMS_TYPES = {"elman": jaxrnn.ElmanParams, "lstm": jaxrnn.LSTMParams,
                 "gru": jaxrnn.GRUParams}
 NUM_GATES = {"elman": 1, "lstm": 4, "gru": 3}
-tree_map = jax.tree_util.tree_map
-
-
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_cell_apply_matches_numpy(case):
-  cell = case.make()
-  params = ref.random_params(cell, 0)
-  assert isinstance(params, PARAMS_TYPES[case.kind])
-  carry = ref.random_like(cell.init_carry(), 1)
-  xs = ref.random_xs(2, (3, D))
-  p_np, c_np = ref.np_params(params), ref.np_carry(carry)
-  for t in range(3):  # a few chained steps from a non-zero carry
-    carry, y = cell.cell_apply(params, carry, xs[t])
-    c_np, y_np = case.step(p_np, c_np, np.asarray(xs[t], np.float64))
-    assert y.shape == (case.out_size,)
-    ref.assert_tree_close((carry, y), (c_np, y_np), err_msg=f"step {t}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -58,7 +42,9 @@ def test_cell_sizes_and_carry(case):
 
 # ---------------------------------------------------------------------------
 # Every built-in cell: cell_apply is the engine's step of the projected
-# input, and both are its NumPy reference.
+# input, and both are its NumPy reference. One step from a random carry
+# reads every term of the equation and the carry's layout; chains of steps
+# are the layers' tests (test_layers.py runs a Python loop over cell_apply).
 
 CIN, C, ROWS, COLS = 2, 3, 4, 3  # conv_lstm: channels and map
 EVERY_CELL = {
@@ -83,25 +69,52 @@ EVERY_CELL = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(EVERY_CELL))
-def test_cell_apply_is_the_hooks_step_and_matches_numpy(name):
-  make, step, in_shape = EVERY_CELL[name]
-  cell = make()
-  hooks = hooks_of(cell)
-  assert hooks is not None
-  params = ref.random_params(cell, 20, input_size=in_shape[-1])
-  carry = ref.random_like(cell.init_carry(), 21)
-  x = ref.random_xs(22, in_shape)
+@functools.lru_cache(maxsize=None)
+def one_step():
+  """``{name: (cell, params, carry, x, cell_apply's (carry, y), the hooks'
+  (carry, y))}``: one step of every cell from a random carry, both ways, one
+  program (computed once per process)."""
+  cells = {name: make() for name, (make, _, _) in EVERY_CELL.items()}
+  params = {name: ref.random_params(cell, 20, input_size=EVERY_CELL[name][2][-1])
+            for name, cell in cells.items()}
+  carries = {name: ref.random_like(jax.eval_shape(cell.init_carry), 21)
+             for name, cell in cells.items()}
+  xs = {name: ref.random_xs(22, in_shape) for name, (_, _, in_shape) in EVERY_CELL.items()}
 
   @jax.jit
-  def both(params, carry, x):
-    return (cell.cell_apply(params, carry, x),
-            hooks.step(params, carry, hooks.project(params, x), None))
+  def both(params, carries, xs):
+    out = {}
+    for name, cell in cells.items():
+      hooks = hooks_of(cell)
+      p, c, x = params[name], carries[name], xs[name]
+      out[name] = (cell.cell_apply(p, c, x), hooks.step(p, c, hooks.project(p, x), None))
+    return out
 
-  got, via_hooks = both(params, carry, x)
+  out = both(params, carries, xs)
+  return {name: (cell, params[name], carries[name], xs[name]) + out[name]
+          for name, cell in cells.items()}
+
+
+@pytest.mark.xdist_group("cells_one_step")  # one worker: `one_step`'s program once
+@pytest.mark.parametrize("name", sorted(EVERY_CELL))
+def test_cell_apply_is_the_hooks_step_and_matches_numpy(name):
+  cell, params, carry, x, got, via_hooks = one_step()[name]
+  assert hooks_of(cell) is not None
+  if name in ref.BY_NAME:
+    case = ref.BY_NAME[name]
+    assert isinstance(params, PARAMS_TYPES[case.kind])
+    assert got[1].shape == (case.out_size,)
   ref.assert_tree_close(via_hooks, got, rtol=0, atol=0)
+  step = EVERY_CELL[name][1]
   want = step(ref.np_params(params), ref.np_carry(carry), np.asarray(x, np.float64))
   ref.assert_tree_close(got, want, err_msg=name)
+
+
+@pytest.mark.xdist_group("cells_one_step")
+def test_eager_cell_apply_equals_jit():
+  """cell_apply outside jit (op by op), on one cell with every option."""
+  cell, params, carry, x, got, _ = one_step()["lstm_every_option"]
+  ref.assert_tree_close(cell.cell_apply(params, carry, x), got, rtol=1e-6, atol=1e-6)
 
 
 def test_user_cells_have_no_hooks():
@@ -147,9 +160,11 @@ def _pointwise_inputs(cell, in_shape, seed):
   hooks = hooks_of(cell)
   params = ref.random_params(cell, seed, input_size=in_shape[-1], scale=0.8)
   carry = ref.random_like(cell.init_carry(), seed + 1, scale=0.8)
-  zx = hooks.project(params, ref.random_xs(seed + 2, in_shape, np.float64))
-  zh = hooks.product.recur(params, hooks.product.hidden(carry))
-  # Fresh values of the same shapes: pre-activations of order one.
+  # The shapes of zx_t and zh_t (traced only), with fresh values:
+  # pre-activations of order one.
+  zx, zh = jax.eval_shape(
+      lambda p, c, x: (hooks.project(p, x), hooks.product.recur(p, hooks.product.hidden(c))),
+      params, carry, jax.ShapeDtypeStruct(in_shape, jnp.float64))
   zx, zh = ref.random_like((zx, zh), seed + 3, scale=1.5)
   return params, carry, zx, zh
 
@@ -196,6 +211,7 @@ INIT_CASES = [ref.BY_NAME[n] for n in ("elman_tanh", "lstm", "lstm_proj", "gru")
 def test_default_init(case):
   big_d = 128  # enough entries to check the input matrix's scale
   cell = case.make()
+  # Op by op: the initialisers' programs are shared by the cells (by shape).
   params = cell.init_params(jax.random.key(0), big_d)
   assert isinstance(params, PARAMS_TYPES[case.kind])
   G = NUM_GATES[case.kind]
@@ -298,16 +314,18 @@ def test_custom_initializers():
                          ids=["elman", "lstm", "gru"])
 def test_bias_false(make):
   cell = make(H, bias=False)
-  params = cell.init_params(jax.random.key(0), D)
+  params = jax.eval_shape(lambda k: cell.init_params(k, D), jax.random.key(0))
   assert params.b_x is None and params.b_h is None
   # No bias leaves at all in the pytree.
   assert len(jax.tree_util.tree_leaves(params)) == 2
   assert dict(cell.config)["bias"] is False
 
 
-@pytest.mark.parametrize("fn, name, np_fn", [
-    (jnp.tanh, "tanh", np.tanh), (jax.lax.tanh, "tanh", np.tanh),
-    (jax.nn.relu, "relu", ref.relu)])
+ACTIVATION_FUNCTIONS = [(jnp.tanh, "tanh", np.tanh), (jax.lax.tanh, "tanh", np.tanh),
+                        (jax.nn.relu, "relu", ref.relu)]
+
+
+@pytest.mark.parametrize("fn, name, np_fn", ACTIVATION_FUNCTIONS)
 def test_elman_recognises_jax_activation_functions(fn, name, np_fn):
   # JAX's own tanh/relu select the named activation, and with it the
   # hand-written tangent of the fused path; any other callable is
@@ -316,11 +334,15 @@ def test_elman_recognises_jax_activation_functions(fn, name, np_fn):
   assert dict(cell.config)["activation"] == name
   assert hooks_of(cell).product.tangent is not None
   assert hooks_of(jaxrnn.elman(H, activation=lambda z: jnp.tanh(z))).product.tangent is None
-  layer = jaxrnn.rnn(cell)
-  params = ref.random_params(layer, 0)
+
+
+def test_elman_with_jax_activation_functions_matches_numpy():
+  """The layers of the cells above, one program."""
+  layers = [jaxrnn.rnn(jaxrnn.elman(H, activation=fn)) for fn, _, _ in ACTIVATION_FUNCTIONS]
+  params = ref.random_params(layers[0], 0)
   xs = ref.random_xs(1)
-  ys, _ = layer.apply(params, xs)
-  want, _ = ref.run(functools.partial(ref.elman_step, activation=np_fn),
-                    ref.np_params(params), np.asarray(xs, np.float64),
-                    np.zeros(H), H)
-  np.testing.assert_allclose(ys, want, rtol=2e-5, atol=2e-5)
+  every = jax.jit(lambda p, x: [layer.apply(p, x)[0] for layer in layers])(params, xs)
+  for ys, (_, name, np_fn) in zip(every, ACTIVATION_FUNCTIONS):
+    want, _ = ref.run(functools.partial(ref.elman_step, activation=np_fn),
+                      ref.np_params(params), np.asarray(xs, np.float64), np.zeros(H), H)
+    np.testing.assert_allclose(ys, want, rtol=2e-5, atol=2e-5, err_msg=name)

@@ -190,10 +190,11 @@ class CellsAndLayersTest(chex.TestCase):
 # ---------------------------------------------------------------------------
 # Tracing: new values never retrace; only a new padded shape does.
 
+# unroll=1: what is counted is tracing, and the loop's body then compiles once.
 LAYERS = (
-    ("rnn", lambda: jaxrnn.rnn(jaxrnn.lstm(4))),
-    ("bidirectional", lambda: jaxrnn.bidirectional(jaxrnn.gru(3), jaxrnn.gru(3))),
-    ("stack", lambda: jaxrnn.stack(jaxrnn.rnn(jaxrnn.mgu(4)), jaxrnn.readout(2))),
+    ("rnn", lambda: jaxrnn.rnn(jaxrnn.lstm(4), unroll=1)),
+    ("bidirectional", lambda: jaxrnn.bidirectional(jaxrnn.gru(3), jaxrnn.gru(3), unroll=1)),
+    ("stack", lambda: jaxrnn.stack(jaxrnn.rnn(jaxrnn.mgu(4), unroll=1), jaxrnn.readout(2))),
 )
 
 

@@ -1,6 +1,7 @@
 """The dtype policy: float64 under x64; bfloat16 params and inputs accumulate
 and return float32."""
 
+import functools
 import re
 
 import jax
@@ -31,15 +32,29 @@ def _both_directions(cell):
 # float64.
 
 
+@functools.lru_cache(maxsize=None)
+def float64_cells():
+  """``{case: (params, init_carry, carry, x, (carry, y))}``: one step of every
+  cell under x64, one program (x64 on while it runs; once per process)."""
+  jax.config.update("jax_enable_x64", True)
+  try:
+    cells = {c.name: c.make() for c in CASES}
+    params = {n: ref.random_params(cell, 1) for n, cell in cells.items()}  # init's dtypes
+    carries = {n: ref.random_like(cell.init_carry(), 2) for n, cell in cells.items()}
+    x = ref.random_xs(3, (D,), np.float64)
+    out = jax.jit(lambda p, c, x: {n: cell.cell_apply(p[n], c[n], x)
+                                   for n, cell in cells.items()})(params, carries, x)
+    return {n: (params[n], cells[n].init_carry(), carries[n], x, out[n]) for n in cells}
+  finally:
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.xdist_group("dtypes_cells")  # one worker: each program below once
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_cell_float64_under_x64(x64, case):
-  cell = case.make()
-  params = ref.random_params(cell, 1)  # init_params' shapes and dtypes
+def test_cell_float64_under_x64(case):
+  params, init_carry, carry, x, out = float64_cells()[case.name]
   assert _dtypes(params) == {jnp.dtype(jnp.float64)}
-  assert _dtypes(cell.init_carry()) == {jnp.dtype(jnp.float64)}
-  carry = ref.random_like(cell.init_carry(), 2)
-  x = ref.random_xs(3, (D,), np.float64)
-  out = cell.cell_apply(params, carry, x)
+  assert _dtypes(init_carry) == {jnp.dtype(jnp.float64)}
   assert _dtypes(out) == {jnp.dtype(jnp.float64)}
   want = case.step(ref.np_params(params), ref.np_carry(carry), np.asarray(x))
   ref.assert_tree_close(out, want, rtol=1e-12, atol=1e-12)
@@ -69,7 +84,7 @@ def test_layers_float64_under_x64(x64):
   head = jaxrnn.readout(2)
   params = ref.random_params(head, 6)
   xs = ref.random_xs(7, dtype=np.float64)
-  ys, _ = head.apply(params, xs, length=3)
+  ys, _ = jax.jit(lambda p, x: head.apply(p, x, length=3))(params, xs)
   assert ys.dtype == jnp.float64
   ref.assert_tree_close(ys, ref.run_readout(ref.np_params(params), xs, 3),
                         rtol=1e-12, atol=1e-12)
@@ -100,30 +115,38 @@ def _bf16_params(layer_or_cell, seed):
   # Random values (not the initialisers) cast to bfloat16; init_params with
   # dtype=jnp.bfloat16 is test_init_params_bfloat16.
   params = ref.random_params(layer_or_cell, seed, scale=0.8)
-  params = jax.tree_util.tree_map(lambda v: v.astype(jnp.bfloat16), params)
+  params = jax.tree_util.tree_map(lambda v: np.asarray(v).astype(jnp.bfloat16), params)
   assert _dtypes(params) == {jnp.dtype(jnp.bfloat16)}
   return params
 
 
-@pytest.mark.parametrize("make", [jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru],
-                         ids=["elman", "lstm", "gru"])
+@pytest.mark.parametrize("make", [jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru,
+                                  lambda size: jaxrnn.readout(2)],
+                         ids=["elman", "lstm", "gru", "readout"])
 def test_init_params_bfloat16(make):
-  params = make(H).init_params(jax.random.key(0), D, dtype=jnp.bfloat16)
+  params = jax.eval_shape(lambda k: make(H).init_params(k, D, dtype=jnp.bfloat16),
+                          jax.random.key(0))
   assert _dtypes(params) == {jnp.dtype(jnp.bfloat16)}
 
 
-def test_readout_init_params_bfloat16():
-  params = jaxrnn.readout(2).init_params(jax.random.key(0), D, dtype=jnp.bfloat16)
-  assert _dtypes(params) == {jnp.dtype(jnp.bfloat16)}
+@functools.lru_cache(maxsize=None)
+def bfloat16_cells():
+  """``{case: (params, carry0, x, (carry, y))}``: one step of every cell with
+  bfloat16 params and input, one program."""
+  cells = {c.name: c.make() for c in CASES}
+  params = {n: _bf16_params(cell, 10) for n, cell in cells.items()}
+  carries = {n: ref.random_like(cell.init_carry(), 12)  # float32: rounded in products
+             for n, cell in cells.items()}
+  x = ref.random_xs(11, (D,), jnp.bfloat16)
+  out = jax.jit(lambda p, c, x: {n: cell.cell_apply(p[n], c[n], x)
+                                 for n, cell in cells.items()})(params, carries, x)
+  return {n: (params[n], carries[n], x, out[n]) for n in cells}
 
 
+@pytest.mark.xdist_group("dtypes_cells")
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_cell_bfloat16(case):
-  cell = case.make()
-  params = _bf16_params(cell, 10)
-  x = ref.random_xs(11, (D,), jnp.bfloat16)
-  carry0 = ref.random_like(cell.init_carry(), 12)  # float32: rounded in products
-  carry, y = jax.jit(cell.cell_apply)(params, carry0, x)
+  params, carry0, x, (carry, y) = bfloat16_cells()[case.name]
   assert _dtypes((carry, y)) == {jnp.dtype(jnp.float32)}
   want = case.step(ref.np_params(params), ref.np_carry(carry0), np.asarray(x, np.float64),
                    dot=ref.bf16_dot)

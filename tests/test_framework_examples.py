@@ -9,8 +9,10 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
+# The fewest steps (of the examples' real main) whose loss falls by the
+# asserted 30% with a margin: compilation, not the steps, dominates.
 @pytest.mark.parametrize("name, steps", [
-    ("flax_linen.py", 30),
+    ("flax_linen.py", 20),
     ("flax_nnx.py", 40),
     ("equinox_model.py", 40),
 ])

@@ -18,9 +18,10 @@ The modes and directions are chosen pairwise, not multiplied out. Reverse,
 remat and ``method="reference"`` are the engine's, the same code for every
 cell, so each (cell, mode), (cell, direction) and (mode, direction) pair is
 checked at least once: the default path of every cell (both directions for
-one cell of each family and for the two cells without a hand-written
-tangent, one direction for the variants whose difference lies inside the
-cell: activation, bias), the reference path beside it for one cell of each
+elman_tanh, lstm and gru, one cell of each family, for lstm_proj, the fused
+path without a hand-written tangent, and for gru_before, the reference
+scan; one direction for the variants whose difference lies inside the cell:
+activation, bias), the reference path beside it for one cell of each
 family, and remat on the fused path (chunks of sqrt(T) and of 3 with
 unroll 2) and on the reference path. The hand-written tangents themselves
 are checked to 1e-12 against `jax.jvp` in test_cells.py, and every
@@ -121,7 +122,10 @@ def _check_gradients(layers, seed, compare_with=None):
     p, x, c = args
     x = x.copy()
     x[length:] = np.nan  # junk in the padding: never read
-    results = _numpy(program(p, x, c, length))
+    results = program(p, x, c, length)
+    for leaf in tree_leaves(results):
+      assert leaf.dtype == jnp.float64
+    results = _numpy(results)
     rng = np.random.default_rng(seed + length)
     directions = [tree_map(lambda a: rng.standard_normal(np.shape(a)), (p, xs, c))
                   for _ in range(3)]
@@ -195,14 +199,14 @@ class SecondOrder:
                    reset=self.reset)
 
 
-SECOND_ORDER = {
-    "elman_tanh": lambda: SecondOrder("elman_tanh"),
-    "elman_callable_reverse": lambda: SecondOrder("elman_callable", reverse=True),
+SECOND_ORDER = {  # unroll 1 (a smaller program) but where remat=2 takes the backend's
+    "elman_tanh": lambda: SecondOrder("elman_tanh", unroll=1),
+    "elman_callable_reverse": lambda: SecondOrder("elman_callable", reverse=True, unroll=1),
     "elman_tanh_reference_reset": lambda: SecondOrder("elman_tanh", method="reference",
-                                                      reset=RESET),
+                                                      reset=RESET, unroll=1),
     "lstm_reverse_remat_reset": lambda: SecondOrder("lstm", reverse=True, remat=2,
                                                     reset=RESET),
-    "gru": lambda: SecondOrder("gru"),
+    "gru": lambda: SecondOrder("gru", unroll=1),
 }
 
 
@@ -244,13 +248,13 @@ def test_jvp_and_hessian_match_finite_differences(x64, name):
     return value, tangent, g, hess
 
   value, tangent, _, hess = _numpy(derivatives(params, xs, carry, z))
-  loss_np = lambda p, x, c: _numpy_loss(*layer.numpy(p, x, c))
+  loss_np = lambda p, x, c: _numpy_loss(*layer.numpy(p, x, c))  # noqa: E731
   np.testing.assert_allclose(value, loss_np(p_np, x_np, c_np), rtol=1e-12)
   # jvp: along the direction, in params, xs and the carry at once.
   d_p, d_x, d_c = _numpy((ref.np_params(direction[0]), direction[1],
                           ref.np_carry(direction[2])))
   eps = 1e-6
-  moved = lambda e: (_axpy(e, d_p, p_np), x_np + e * d_x, _axpy(e, d_c, c_np))
+  moved = lambda e: (_axpy(e, d_p, p_np), x_np + e * d_x, _axpy(e, d_c, c_np))  # noqa: E731
   fd = (loss_np(*moved(eps)) - loss_np(*moved(-eps))) / (2 * eps)
   np.testing.assert_allclose(tangent, fd, rtol=1e-7, atol=1e-9)
   # The Hessian: symmetric, zero on the padding, against second differences
@@ -291,14 +295,13 @@ def test_bidirectional_jvp_matches_finite_differences(x64):
   xs = ref.random_xs(95, dtype=np.float64)
   d_params, d_xs = ref.random_like((params, xs), 96, scale=1.0)
 
-  @jax.jit
-  def jvp(params, xs):
-    loss = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x, length=3)[0]))
-    return jax.jvp(loss, (params, xs), (d_params, d_xs))
+  def loss(p, x):
+    return jnp.sum(jnp.sin(layer.apply(p, x, length=3)[0]))
 
-  value, tangent = jvp(params, xs)
-  loss_np = lambda p, x: np.sum(np.sin(ref.ref_bidirectional(p, x, _ZERO_BIDIRECTIONAL, 3,
-                                                             "sum")[0]))
+  def loss_np(p, x):
+    return np.sum(np.sin(ref.ref_bidirectional(p, x, _ZERO_BIDIRECTIONAL, 3, "sum")[0]))
+
+  value, tangent = jax.jit(lambda p, x: jax.jvp(loss, (p, x), (d_params, d_xs)))(params, xs)
   p_np, x_np, d_p, d_x = _numpy((params, xs, d_params, d_xs))
   np.testing.assert_allclose(value, loss_np(p_np, x_np), rtol=1e-12)
   eps = 1e-6

@@ -5,8 +5,9 @@ The reference is always the real torch module on a padded minibatch through
 converted layer, ``jax.vmap``-ed over the batch with ``length=``.
 """
 
-import re
 import copy
+import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -162,74 +163,82 @@ def check_against_torch(module, lengths, *, seed=0, initial_state=True, **rnn_op
   return layer, params
 
 
-# Lengths include 1 and the full length T, unsorted.
-LENGTHS = [3, 6, 1, 5]
-
-# (kind, module kwargs, initial state given?). Most use unroll=1 (half the
-# compilation time of the default unroll, same numbers); the first and the
-# last keep the layer exactly as from_torch returns it.
+# Pairwise, not the full product. Each row is one module compared with torch
+# (one compiled program). The options: kind (RNN tanh, RNN relu, LSTM, LSTM
+# with a projection, GRU), 1 or 2 layers, bidirectional, biases,
+# batch_first, an initial state given, and the layer as from_torch returns
+# it (default unroll) or with unroll=1 (half the compilation, same numbers).
+# Each kind has two rows whose binary options are complementary, and the
+# rows cover every pair of values of any two options (checked by
+# test_the_table_covers_every_pair), and 2 layers x bidirectional x initial
+# state for an LSTM. Sizes (input 1 to 3, hidden 2 to 5) and lengths (one
+# sequence of one step; unsorted batches holding 1 and T) vary between rows.
+# Three rows run in float64, to 1e-10.
+# (kind, module kwargs, input size, lengths, initial state, unroll=1)
 CONFIGS_F32 = [
-    ("RNN", dict(), False),
-    ("RNN", dict(nonlinearity="relu", num_layers=2, bidirectional=True, bias=False,
-                 batch_first=True), True),
-    ("LSTM", dict(num_layers=2, bidirectional=True), True),
-    ("LSTM", dict(bidirectional=True), False),
-    ("LSTM", dict(num_layers=2, proj_size=2, batch_first=True), True),
-    ("LSTM", dict(proj_size=3, bidirectional=True, bias=False), True),
-    ("GRU", dict(num_layers=2, bidirectional=True, batch_first=True), True),
-    ("GRU", dict(bias=False), False),
+    ("RNN", dict(hidden_size=4, num_layers=2, bidirectional=True, bias=False,
+                 batch_first=True), 3, [3, 6, 1, 5], False, True),
+    ("RNN", dict(hidden_size=3), 1, [4], True, False),
+    ("RNN", dict(hidden_size=3, nonlinearity="relu", num_layers=2, bidirectional=True),
+     2, [5, 3, 2], False, False),
+    ("LSTM", dict(hidden_size=4, num_layers=2, bidirectional=True), 3, [3, 6, 1, 5], True, True),
+    ("LSTM", dict(hidden_size=2, bias=False, batch_first=True), 1, [1], False, False),
+    ("LSTM", dict(hidden_size=5, proj_size=3, num_layers=2, bias=False, batch_first=True),
+     2, [4, 5, 2], False, True),
+    ("GRU", dict(hidden_size=4, num_layers=2, bidirectional=True, bias=False), 2, [2, 4, 1],
+     False, True),
+]
+CONFIGS_F64 = [
+    ("RNN", dict(hidden_size=2, nonlinearity="relu", bias=False, batch_first=True),
+     3, [2, 5, 1], True, True),
+    ("LSTM", dict(hidden_size=4, proj_size=2, bidirectional=True), 3, [3, 6, 1, 5], True, False),
+    ("GRU", dict(hidden_size=3, batch_first=True), 2, [5, 2, 4], True, False),
 ]
 
 
+def _options(config):
+  """The row's values of the pairwise options."""
+  kind, kw, _, _, initial_state, unroll_1 = config
+  if kind == "RNN":
+    kind += "-" + kw.get("nonlinearity", "tanh")
+  elif kind == "LSTM" and kw.get("proj_size"):
+    kind += "-proj"
+  return (kind, kw.get("num_layers", 1) == 2, kw.get("bidirectional", False),
+          kw.get("bias", True), kw.get("batch_first", False), initial_state, unroll_1)
+
+
 def _id(config):
-  kind, kw, h0 = config
-  return "-".join([kind, *(f"{k}={v}" for k, v in kw.items()), "h0" if h0 else "no_h0"])
+  kind, kw, input_size, lengths, h0, unroll_1 = config
+  return "-".join([kind, f"input_size={input_size}", *(f"{k}={v}" for k, v in kw.items()),
+                   f"B={len(lengths)}", "h0" if h0 else "no_h0", "unroll=1" if unroll_1 else
+                   "default_unroll"])
+
+
+def test_the_table_covers_every_pair():
+  rows = [_options(c) for c in CONFIGS_F32 + CONFIGS_F64]
+  values = [sorted({row[i] for row in rows}) for i in range(len(rows[0]))]
+  assert len(values[0]) == 5 and all(v == [False, True] for v in values[1:])
+  for i, j in itertools.combinations(range(len(values)), 2):
+    assert {(row[i], row[j]) for row in rows} == set(itertools.product(values[i], values[j]))
+  assert ("LSTM", True, True, True, False, True, True) in rows  # 2 layers, both directions, h0
+
+
+def _check_row(config, dtype):
+  kind, kwargs, input_size, lengths, initial_state, unroll_1 = config
+  kwargs = dict(kwargs)
+  module = make_module(kind, input_size, kwargs.pop("hidden_size"), dtype=dtype, **kwargs)
+  check_against_torch(module, lengths, seed=len(lengths), initial_state=initial_state,
+                      **(dict(unroll=1) if unroll_1 else {}))
 
 
 @pytest.mark.parametrize("config", CONFIGS_F32, ids=_id)
 def test_matches_torch_float32(config):
-  kind, kwargs, initial_state = config
-  options = {} if config in (CONFIGS_F32[0], CONFIGS_F32[-1]) else dict(unroll=1)
-  check_against_torch(make_module(kind, 3, 4, **kwargs), LENGTHS,
-                      initial_state=initial_state, **options)
-
-
-CONFIGS_F64 = [
-    ("RNN", dict(nonlinearity="relu", bidirectional=True), True),
-    ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=2), True),
-    ("GRU", dict(bidirectional=True, bias=False), True),
-]
+  _check_row(config, torch.float32)
 
 
 @pytest.mark.parametrize("config", CONFIGS_F64, ids=_id)
 def test_matches_torch_float64(config, x64):
-  kind, kwargs, initial_state = config
-  check_against_torch(make_module(kind, 3, 4, dtype=torch.float64, **kwargs), LENGTHS,
-                      initial_state=initial_state, unroll=1)
-
-
-@settings(max_examples=10, deadline=None, derandomize=True, database=None)
-@given(
-    kind=st.sampled_from(["RNN-tanh", "RNN-relu", "LSTM", "LSTM-proj", "GRU"]),
-    input_size=st.integers(1, 3),
-    hidden_size=st.integers(2, 4),
-    num_layers=st.integers(1, 2),
-    bidirectional=st.booleans(),
-    bias=st.booleans(),
-    batch_first=st.booleans(),
-    lengths=st.lists(st.integers(1, 5), min_size=1, max_size=3),
-    seed=st.integers(0, 2**16),
-)
-def test_matches_torch_property(kind, input_size, hidden_size, num_layers, bidirectional,
-                                bias, batch_first, lengths, seed):
-  kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, bias=bias,
-                batch_first=batch_first)
-  if kind.startswith("RNN"):
-    kwargs["nonlinearity"] = kind.split("-")[1]
-  if kind == "LSTM-proj":
-    kwargs["proj_size"] = hidden_size - 1
-  module = make_module(kind.split("-")[0], input_size, hidden_size, seed=seed, **kwargs)
-  check_against_torch(module, lengths, seed=seed, initial_state=seed % 2 == 0, unroll=1)
+  _check_row(config, torch.float64)
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,10 @@ import reference as ref
 from jaxrnn._src.engine import hooks as hooks_lib
 from reference import CASE_IDS, CASES, D, H, P, T
 
+# This file and test_lengths.py share the compiled programs of reference.py
+# (`rnn_program`, `bidirectional_program`, `stack_program`): one worker.
+pytestmark = pytest.mark.xdist_group("reference_programs")
+
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_rnn_matches_numpy(case):
@@ -263,18 +267,21 @@ def test_zoneout_reads_the_hidden_state_by_hook_or_contract():
   xs, key = ref.random_xs(1), jax.random.key(2)
   run = lambda layer, params: layer.apply(params, xs, key=key)  # noqa: E731
   params = ref.random_params(elman, 0)
-  ref.assert_tree_close(run(jaxrnn.rnn(as_user(elman), zoneout=0.5), params),
-                        run(jaxrnn.rnn(elman, zoneout=0.5), params), rtol=0, atol=0)
+  user, built_in = jax.jit(lambda p: [run(jaxrnn.rnn(cell, zoneout=0.5), p)
+                                      for cell in (as_user(elman), elman)])(params)
+  ref.assert_tree_close(user, built_in, rtol=0, atol=0)
   with pytest.raises(ValueError, match=r"^zoneout: expected a cell whose output is its hidden "
                      r"state .*, got output_size=4 and a hidden state of shape "
                      r"LSTMState\(h=\(4,\), c=\(4,\)\)$"):
     jaxrnn.rnn(as_user(lstm), zoneout=0.5)
+  # Traced only: the same program as method="reference".
   min_gru = jaxrnn.min_gru(H)
   params = ref.random_params(min_gru, 3)
+  jaxpr = lambda layer: str(jax.make_jaxpr(lambda p: run(layer, p))(params))  # noqa: E731
   with jaxrnn.engine_settings(parallel_min_steps=1):
-    auto = run(jaxrnn.rnn(min_gru, zoneout=0.5), params)
-  ref.assert_tree_close(auto, run(jaxrnn.rnn(min_gru, zoneout=0.5, method="reference"),
-                                  params), rtol=1e-6, atol=1e-6)
+    auto = jaxpr(jaxrnn.rnn(min_gru, zoneout=0.5))
+    assert "scan" in auto
+    assert auto == jaxpr(jaxrnn.rnn(min_gru, zoneout=0.5, method="reference"))
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,10 @@ import jaxrnn
 import reference as ref
 from reference import CASE_IDS, CASES, D, H, T
 
+# This file and test_layers.py share the compiled programs of reference.py
+# (`rnn_program`, `bidirectional_program`, `stack_program`): one worker.
+pytestmark = pytest.mark.xdist_group("reference_programs")
+
 LENGTHS = (0, 1, 3, T)
 
 

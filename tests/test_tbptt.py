@@ -4,6 +4,7 @@ The model in most tests is an Elman network written out step by step in this
 file (not jaxrnn's scan), with a squared-error loss summed over valid steps.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -13,6 +14,7 @@ import optax
 import pytest
 
 import jaxrnn
+import reference as ref
 
 B, T, D, H = 3, 11, 2, 4
 LENGTHS = np.array([11, 6, 3])
@@ -57,6 +59,7 @@ def data(seed=1):
   return xs, targets
 
 
+@functools.partial(jax.jit, static_argnums=3)  # eagerly, each op would compile alone
 def make_chunks(xs, targets, lengths, chunk_length):
   num_chunks = -(-xs.shape[1] // chunk_length)
   return jaxrnn.split_chunks((xs, targets), chunk_length) + (
@@ -79,11 +82,21 @@ def recorder(num_chunks):
   return optax.GradientTransformation(init, update)
 
 
+# Compiled once for the module: the per-chunk gradient of the Python loop,
+# the full-sequence loss and gradient, and the parameter update. One worker
+# runs every test here, so that each compiles once.
+pytestmark = pytest.mark.xdist_group("tbptt")
+CHUNK_GRAD = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+FULL_GRAD = jax.jit(jax.value_and_grad(elman_loss, has_aux=True))
+APPLY_UPDATES = jax.jit(optax.apply_updates)
+ADAM = optax.adam(0.05)
+
+
 def python_loop(params, opt_state, carry, xs, targets, lengths, chunk_length,
                 optimizer, reset=None, initial=None):
   """The reference: slice by hand, one value_and_grad and update per chunk."""
   num_chunks = -(-xs.shape[1] // chunk_length)
-  grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  grad_fn = CHUNK_GRAD
   update = jax.jit(optimizer.update)
   losses = []
   for k in range(num_chunks):
@@ -98,10 +111,16 @@ def python_loop(params, opt_state, carry, xs, targets, lengths, chunk_length,
     (loss, carry), grads = grad_fn(
         params, carry, (jnp.asarray(x_k), jnp.asarray(y_k), jnp.asarray(n_k)))
     updates, opt_state = update(grads, opt_state, params)
-    params = jax.jit(optax.apply_updates)(params, updates)
+    params = APPLY_UPDATES(params, updates)
     carry = jax.lax.stop_gradient(carry)
     losses.append(loss)
   return params, opt_state, carry, jnp.stack(losses)
+
+
+@functools.lru_cache(maxsize=None)
+def adam_run():
+  """``jax.jit(tbptt(loss_fn, ADAM))``, shared by the tests that run it."""
+  return jax.jit(jaxrnn.tbptt(loss_fn, ADAM))
 
 
 def assert_trees_close(a, b, **tol):
@@ -154,29 +173,34 @@ def test_reset_carry_rows():
   np.testing.assert_array_equal(got.c, [[9, 10], [-2, -3], [9, 10]])
 
 
+def zeros(shape, dtype=np.float32):
+  """Host zeros: the checks read shapes and dtypes, nothing to compile."""
+  return np.zeros(shape, dtype)
+
+
 @pytest.mark.parametrize("call, error, match", [
-    (lambda: jaxrnn.split_chunks(jnp.zeros((2, 5)), 0),
+    (lambda: jaxrnn.split_chunks(zeros((2, 5)), 0),
      ValueError, r"^chunk_length: expected a positive int, got 0$"),
-    (lambda: jaxrnn.split_chunks(jnp.zeros(5), 2),
+    (lambda: jaxrnn.split_chunks(zeros(5), 2),
      ValueError, r"^xs: expected shape \(B, T, \.\.\.\), got shape \(5,\)$"),
-    (lambda: jaxrnn.split_chunks((jnp.zeros((2, 5)), jnp.zeros((2, 4))), 2),
+    (lambda: jaxrnn.split_chunks((zeros((2, 5)), zeros((2, 4))), 2),
      ValueError, r"^xs: every array needs the same \(B, T\), got shapes \[\(2, 5\), "
                  r"\(2, 4\)\]$"),
-    (lambda: jaxrnn.chunk_lengths(jnp.zeros(3), 2, 2), TypeError,
+    (lambda: jaxrnn.chunk_lengths(zeros(3), 2, 2), TypeError,
      r"^lengths: expected integers, got dtype float32$"),
-    (lambda: jaxrnn.chunk_lengths(jnp.zeros((3, 1), jnp.int32), 2, 2),
+    (lambda: jaxrnn.chunk_lengths(zeros((3, 1), jnp.int32), 2, 2),
      ValueError, r"^lengths: expected shape \(B,\), got shape \(3, 1\)$"),
-    (lambda: jaxrnn.chunk_lengths(jnp.zeros(3, jnp.int32), 2, 0), ValueError,
+    (lambda: jaxrnn.chunk_lengths(zeros(3, jnp.int32), 2, 0), ValueError,
      r"^num_chunks: expected a positive int, got 0$"),
-    (lambda: jaxrnn.reset_carry(jnp.zeros((3, 2)), jnp.zeros(3, bool), jnp.zeros((3, 2))),
+    (lambda: jaxrnn.reset_carry(zeros((3, 2)), zeros(3, bool), zeros((3, 2))),
      ValueError, r"^initial: leaf \(root\) has shape \(3, 2\) but carry's is \(3, 2\); "
                  r"expected carry leaves \(B, \.\.\.\) = \(3, 3, 2\) for ONE example's initial "
                  r"carry and reset of shape \(B,\)$"),
-    (lambda: jaxrnn.reset_carry(jnp.zeros((3, 2)), jnp.zeros(3), jnp.zeros(2)),
+    (lambda: jaxrnn.reset_carry(zeros((3, 2)), zeros(3), zeros(2)),
      TypeError, r"^reset: expected booleans, got dtype float32$"),
-    (lambda: jaxrnn.reset_carry(jnp.zeros((3, 2)), jnp.zeros((3, 1), bool), jnp.zeros(2)),
+    (lambda: jaxrnn.reset_carry(zeros((3, 2)), zeros((3, 1), bool), zeros(2)),
      ValueError, r"^reset: expected shape \(B,\), got shape \(3, 1\)$"),
-    (lambda: jaxrnn.reset_carry((jnp.zeros((3, 2)),), jnp.zeros(3, bool), jnp.zeros(2)),
+    (lambda: jaxrnn.reset_carry((zeros((3, 2)),), zeros(3, bool), zeros(2)),
      TypeError, r"^initial: expected a carry structured like carry \(PyTreeDef\(\(\*,\)\)\), "
                 r"got PyTreeDef\(\*\)$"),
     (lambda: jaxrnn.tbptt(loss_fn, 50),
@@ -231,7 +255,7 @@ def test_one_chunk_is_full_bptt(chunk_length):
   chunks = make_chunks(xs, targets, LENGTHS, chunk_length)
   _, (count, seen), _, losses = run(params, recorder(1).init(params), h0, chunks)
   assert int(count) == 1
-  (loss, h_final), grads = jax.jit(jax.value_and_grad(elman_loss, has_aux=True))(
+  (loss, h_final), grads = FULL_GRAD(
       params, h0, jnp.asarray(xs), jnp.asarray(targets), jnp.asarray(LENGTHS))
   np.testing.assert_allclose(losses, [loss], rtol=1e-6)
   assert_trees_close(jax.tree.map(lambda s: s[0], seen), grads, rtol=1e-5, atol=1e-6)
@@ -240,9 +264,9 @@ def test_one_chunk_is_full_bptt(chunk_length):
 def test_chunks_match_python_loop_with_adam():
   xs, targets = data(3)
   params = init_params(4)
-  optimizer = optax.adam(0.05)
+  optimizer = ADAM
   h0 = jnp.zeros((B, H))
-  run = jax.jit(jaxrnn.tbptt(loss_fn, optimizer))
+  run = adam_run()
   got = run(params, optimizer.init(params), h0, make_chunks(xs, targets, LENGTHS, 4))
   want = python_loop(params, optimizer.init(params), h0, xs, targets, LENGTHS, 4, optimizer)
   assert_trees_close(got, want, rtol=2e-5, atol=1e-6)
@@ -251,8 +275,8 @@ def test_chunks_match_python_loop_with_adam():
   assert int(got[1][0].count) == 3
   _, (_, seen), _, _ = jax.jit(jaxrnn.tbptt(loss_fn, recorder(3)))(
       params, recorder(3).init(params), h0, make_chunks(xs, targets, LENGTHS, 4))
-  full = jax.jit(jax.grad(lambda p: elman_loss(p, h0, jnp.asarray(xs), jnp.asarray(targets),
-                                       jnp.asarray(LENGTHS))[0]))(params)
+  full = FULL_GRAD(params, h0, jnp.asarray(xs), jnp.asarray(targets),
+                   jnp.asarray(LENGTHS))[1]
   summed = jax.tree.map(lambda s: jnp.sum(s, axis=0), seen)
   assert not np.allclose(summed.W_h, full.W_h, rtol=1e-3)
 
@@ -330,7 +354,7 @@ def test_carry_stops_gradients_between_chunks():
 def test_tbptt_step_matches_run_and_stops_carry_gradient():
   xs, targets = data(13)
   params = init_params(14)
-  optimizer = optax.adam(0.01)
+  optimizer = ADAM
   chunks = make_chunks(xs, targets, LENGTHS, 4)
   h0 = jnp.zeros((B, H))
   step = jax.jit(jaxrnn.tbptt_step(loss_fn, optimizer))
@@ -339,18 +363,18 @@ def test_tbptt_step_matches_run_and_stops_carry_gradient():
   for k in range(3):
     *state, loss = step(*state, jax.tree.map(lambda c: c[k], chunks))
     losses.append(loss)
-  got = jax.jit(jaxrnn.tbptt(loss_fn, optimizer))(params, optimizer.init(params), h0, chunks)
+  got = adam_run()(params, optimizer.init(params), h0, chunks)
   assert_trees_close((*state, jnp.stack(losses)), got, rtol=1e-6, atol=1e-7)
   chunk0 = jax.tree.map(lambda c: c[0], chunks)
-  d_carry = jax.grad(lambda h: jnp.sum(step(params, optimizer.init(params), h, chunk0)[2]))(
-      jnp.ones((B, H)))
+  d_carry = jax.jit(jax.grad(
+      lambda h: jnp.sum(step(params, optimizer.init(params), h, chunk0)[2])))(jnp.ones((B, H)))
   np.testing.assert_array_equal(d_carry, 0.0)
 
 
 def test_with_a_jaxrnn_lstm_layer():
   """An LSTMState carry through jaxrnn layers: one chunk == full BPTT, padded rows pass."""
   layer = jaxrnn.rnn(jaxrnn.lstm(H), unroll=1)
-  params = layer.init_params(jax.random.key(0), D)
+  params = ref.random_params(layer, 0, D)
   xs, targets = data(15)
 
   def layer_loss(params, carry, chunk):

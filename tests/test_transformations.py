@@ -36,8 +36,12 @@ LENGTHS = np.array([T, 2, 0])
 tree_leaves = jax.tree_util.tree_leaves
 tree_map = jax.tree_util.tree_map
 
-# The tests of this file share compiled reference programs: one worker.
-pytestmark = pytest.mark.xdist_group("transformations")
+
+
+def _sharing(key, *values):
+  """``pytest.param(*values)`` on the xdist worker of the other cases that
+  share the compiled reference program ``key`` (``--dist loadgroup``)."""
+  return pytest.param(*values, marks=pytest.mark.xdist_group(f"transformations-{key}"))
 
 LAYERS = {
     "lstm": lambda **o: jaxrnn.rnn(jaxrnn.lstm(H), **o),
@@ -220,7 +224,7 @@ def _plain(name, with_length):
 
 
 @pytest.mark.parametrize(
-    "name, with_length, config, names", CASES,
+    "name, with_length, config, names", [_sharing(f"{c[0]}-{c[1]}", *c) for c in CASES],
     ids=[f"{n}-{'lengths' if w else 'full'}-{c}" for n, w, c, _ in CASES])
 def test_every_transformation_matches_plain_autodiff(x64, name, with_length, config, names):
   settings, options = CONFIGS[config]
@@ -336,7 +340,8 @@ FORM_CASES = [(form, cell_name, (i + j) % 2 == 1)
               for i, form in enumerate(FORMS) for j, cell_name in enumerate(FORM_CELLS)]
 
 
-@pytest.mark.parametrize("form, cell_name, reverse", FORM_CASES,
+@pytest.mark.parametrize("form, cell_name, reverse",
+                         [_sharing(f"{c[1]}-{c[2]}", *c) for c in FORM_CASES],
                          ids=[f"{f}-{c}-{'reverse' if r else 'forward'}"
                               for f, c, r in FORM_CASES])
 def test_both_forms_of_the_forward_loop_match_the_reference(x64, form, cell_name, reverse):

@@ -100,7 +100,7 @@ def check_rates(zoneout: Any, reference_carry: Any) -> Any:
   return tree_map(lambda r: checks.check_rate(r, "zoneout"), rates)
 
 
-def check_shape2d(shape: Any, rows: int, columns: int) -> Optional[tuple[Array, Array]]:
+def check_shape2d(shape: Any, rows: int, columns: int) -> Optional[tuple[Any, Any]]:
   """Validates the valid region ``shape = (h, w)`` of ONE ``(rows, columns)`` image.
 
   ``shape`` is a pair of integer scalars or an integer array of shape
@@ -175,7 +175,8 @@ def input_rank(layers: tuple[Layer, ...], default: Optional[int] = 2) -> Optiona
   `Layer` contract's ``(T, input_size)``."""
   for layer in layers:
     config = dict(layer.config)
-    kind, cell = config.get("kind"), config.get("cell", config.get("forward"))
+    kind = config.get("kind")
+    cell: Any = config.get("cell", config.get("forward"))
     rank = (3 if kind in _IMAGE_KINDS else 1 + cell.input_ndim
             if kind in ("rnn", "bidirectional") else input_rank(config["layers"], None)
             if kind == "stack" else None)
@@ -189,7 +190,7 @@ def output_size(layer: Layer, params: Any, input_size: int, dtype: Any, rank: in
   ``rank`` and last axis ``input_size``: from its ``config`` where that
   states it, else from shapes alone (``jax.eval_shape``, no computation)."""
   config = dict(layer.config)
-  cell = config.get("cell")
+  cell: Any = config.get("cell")
   if config.get("kind") == "readout":
     return config["output_size"]
   if config.get("kind") in ("rnn", "rnn2d") and cell.output_size is not None:
