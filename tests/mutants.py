@@ -293,7 +293,11 @@ MUTANTS = (
        [T_TRANSFORMS + "::test_both_forms_of_the_forward_loop_match_the_reference"
         "[lstm-narrow-up-to-1]",
         T_TRANSFORMS + "::test_both_forms_of_the_forward_loop_match_the_reference"
+        "[narrow-up-to-1-lstm-forward]",
+        T_TRANSFORMS + "::test_both_forms_of_the_forward_loop_match_the_reference"
         "[gru-narrow-up-to-1]",
+        T_TRANSFORMS + "::test_both_forms_of_the_forward_loop_match_the_reference"
+        "[narrow-up-to-1-gru-forward]",
         T_TRANSFORMS + "::test_every_transformation_matches_plain_autodiff"
         "[lstm-lengths-narrow-up-to-1]"],
        (ENGINE + "fused.py", "form = narrow if axis_size <= static.narrow_max_batch else static",

@@ -96,7 +96,7 @@ def test_a_capitalisation_epoch_compiles_once_per_padded_length():
   """The demo's batches: a jitted training step over a whole epoch traces at
   most once per padded length (3 here), not once per batch length (more than
   6 distinct longest lengths). The epoch is a prefix of the demo's training
-  text (about 30 batches): enough lengths, few steps to run."""
+  text (26 batches): enough lengths, few steps to run."""
   capitalise = runpy.run_path(str(EXAMPLES / "capitalise.py"))
   config = capitalise["Config"](max_length=96, pad_multiple=32, batch_size=32)
   train_texts, _ = capitalise["split_topics"](config.held_out)
