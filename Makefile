@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 export JAX_PLATFORMS ?= cpu
 export KERAS_BACKEND ?= jax
 
-.PHONY: test test-floor bench bench-quick install install-bench demo docs typecheck wheel-check clean
+.PHONY: test test-slow test-all test-floor bench bench-quick install install-bench demo docs typecheck wheel-check clean
 
 $(VENV)/.installed-dev: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ install-bench: $(VENV)/.installed-bench
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+# The slow tier, left out of `make test`: the examples run end to end in
+# their quick modes, and the tests that start processes.
+test-slow: $(VENV)/.installed-dev
+	$(PY) -m pytest -n 2 -q -m slow
+
+# Everything CI runs of the suite.
+test-all: test test-slow
 
 # The core tests under the oldest jax/jaxlib that pyproject.toml admits
 # (the floor of its "jax>=" requirement), in a virtualenv of their own with

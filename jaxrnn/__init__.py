@@ -34,9 +34,14 @@ from jaxrnn._src.layers.bidirectional import bidirectional as bidirectional
 from jaxrnn._src.layers.readout import readout as readout
 from jaxrnn._src.layers.rnn import rnn as rnn
 from jaxrnn._src.layers.stack import stack as stack
+from jaxrnn._src.layers.as_cell import as_cell as as_cell
 from jaxrnn._src.engine.settings import EngineSettings as EngineSettings
 from jaxrnn._src.engine.settings import engine_settings as engine_settings
 from jaxrnn._src.training.losses import sequence_loss as sequence_loss
+from jaxrnn._src.decoding.ctc import ctc_beam_search as ctc_beam_search
+from jaxrnn._src.decoding.ctc import ctc_greedy_decode as ctc_greedy_decode
+from jaxrnn._src.decoding.ctc import ctc_loss as ctc_loss
+from jaxrnn._src.decoding.beam import beam_search as beam_search
 from jaxrnn._src.cells.mgu import MGUParams as MGUParams
 from jaxrnn._src.cells.mgu import mgu as mgu
 from jaxrnn._src.cells.linear import LRUParams as LRUParams
@@ -97,12 +102,17 @@ __all__ = (
     "MinGRUParams",
     "MinLSTMParams",
     "ReadoutParams",
+    "as_cell",
     "batch_mesh",
+    "beam_search",
     "bidirectional",
     "bucket_by_length",
     "chunk_lengths",
     "classification_loss",
     "conv_lstm",
+    "ctc_beam_search",
+    "ctc_greedy_decode",
+    "ctc_loss",
     "data_parallel_step",
     "elman",
     "engine_settings",
@@ -142,3 +152,12 @@ __all__ = (
     "renet",
     "rnn2d",
 )
+
+
+def _register_for_export() -> None:
+  from jaxrnn._src import serialization
+  from jaxrnn._src.training.tbptt import TBPTTState  # returned by tbptt_step
+  serialization.register_namedtuples([globals()[name] for name in __all__] + [TBPTTState])
+
+
+_register_for_export()

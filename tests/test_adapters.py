@@ -266,6 +266,30 @@ def test_an_initial_carry_passes_through(adapter):
     chex.assert_trees_all_close(eager, got, **TOL)
 
 
+RESET_CALLS = {
+    "linen": lambda model, xs, reset: model[0].apply(model[1], xs, reset=reset),
+    "nnx": lambda model, xs, reset: model(xs, reset=reset),
+    "equinox": lambda model, xs, reset: jax.vmap(lambda x, r: model(x, reset=r)[0])(xs, reset),
+}
+
+
+@BOTH
+def test_reset_passes_through(adapter):
+  """``reset=`` restarts the carry where ``layer.apply``'s does (packed rows)."""
+  layer, api = LAYERS["rnn"], ADAPTERS[adapter]
+  model, _, _ = model_and_programs(adapter, "rnn")
+  xs = batch(seed=6, lengths=(T,) * B)
+  reset = np.zeros((B, T), bool)
+  reset[:, 0], reset[0, 2], reset[1, 4] = True, True, True
+  got = RESET_CALLS[adapter](model, xs, jnp.asarray(reset))
+  expected, _ = vmapped(layer, api.params(model), xs, reset=jnp.asarray(reset))
+  chex.assert_trees_all_close(got, expected, **TOL)
+  # Row 0's second segment equals that segment run alone.
+  alone, _ = layer.apply(api.params(model), xs[0, 2:])
+  np.testing.assert_allclose(got[0, 2:], alone, **TOL)
+  assert not np.allclose(got[0, 2:], vmapped(layer, api.params(model), xs)[0][0, 2:])
+
+
 # ---------------------------------------------------------------------------
 # Training: 30 optax steps on scikit-learn's digits read row by row (T = 8
 # rows of 8 pixels, the rows after a random length are padding holding NaN),

@@ -72,6 +72,7 @@ def _fake_matplotlib(monkeypatch):
 # capitalise.py
 
 
+@pytest.mark.slow
 def test_capitalise_quick_run(capitalise, monkeypatch, capsys, tmp_path):
   _hide(monkeypatch, "matplotlib", "tqdm")
   out = tmp_path / "plots" / "loss.png"
@@ -251,6 +252,7 @@ def test_capitalise_rejects_bad_options(capitalise, capsys):
 # char_lm.py
 
 
+@pytest.mark.slow
 def test_char_lm_quick_run(char_lm, monkeypatch, capsys):
   _hide(monkeypatch, "tqdm")
   result = char_lm["main"](["--quick", "--prompt", "The ", "--temperature", "0.5"])

@@ -3,9 +3,12 @@
 import pathlib
 import runpy
 
+import pytest
+
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "digits_2d.py"
 
 
+@pytest.mark.slow
 def test_digits_2d_quick_prints_the_table(capsys, tmp_path):
   module = runpy.run_path(str(EXAMPLE))
   rows = module["main"](["--quick", "--json", str(tmp_path / "rows.json")])

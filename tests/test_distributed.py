@@ -141,6 +141,7 @@ EIGHT_DEVICES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices(tmp_path):
   # One subprocess for every 8-device check (a test each would, under
   # pytest-xdist, start it once per worker).
@@ -285,6 +286,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_feed_their_own_rows(tmp_path):
   script = tmp_path / "check.py"
   script.write_text(TWO_PROCESSES)

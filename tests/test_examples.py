@@ -90,12 +90,14 @@ def test_quick_keeps_options_given():
       vars(digits["parse_args"]([])), quick=True, steps=7, params=1500, eval_every=10)
 
 
+@pytest.mark.slow
 def test_train_running_mean_learns():
   module = runpy.run_path(str(EXAMPLES / "train_running_mean.py"))
   first, last = module["main"](120)
   assert last < 0.5 * first
 
 
+@pytest.mark.slow
 def test_from_torch_example_runs(capsys):
   runpy.run_path(str(EXAMPLES / "from_torch.py"))["main"]()  # it asserts the match itself
   lines = capsys.readouterr().out.splitlines()

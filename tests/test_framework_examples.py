@@ -16,6 +16,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
     ("flax_nnx.py", 40),
     ("equinox_model.py", 40),
 ])
+@pytest.mark.slow
 def test_example_trains(name, steps, capsys):
   result = runpy.run_path(str(EXAMPLES / name))["main"](["--steps", str(steps), "--hidden", "16"])
   losses = result["losses"]

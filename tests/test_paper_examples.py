@@ -67,6 +67,7 @@ def test_adding_baseline_mse(make_batch):
   assert abs(baseline - 1.0 / 6.0) < 0.006
 
 
+@pytest.mark.slow
 def test_adding_quick_run_learns(adding, tmp_path, capsys):
   path = tmp_path / "adding.json"
   rows = adding["main"](["--quick", "--json", str(path)])
@@ -110,6 +111,7 @@ def test_image_split_is_a_partition_of_the_digits(image_rows):
   assert ours == theirs
 
 
+@pytest.mark.slow
 def test_image_quick_run_beats_chance(image_rows, capsys):
   rows = image_rows["main"](["--quick"])
   assert "test accuracy" in capsys.readouterr().out

@@ -53,6 +53,13 @@ EXPECTED = NAMED_TUPLES | {
     "rnn2d",
     "stack",
     "sequence_loss",
+    # connectionist temporal classification
+    "ctc_beam_search",
+    "ctc_greedy_decode",
+    "ctc_loss",
+    # decoding
+    "as_cell",
+    "beam_search",
     # the engine's tuning
     "engine_settings",
     # training toolkit

@@ -50,13 +50,8 @@ from jaxrnn._src.engine import wavefront as wavefront_lib
 CORNERS = ((False, False), (False, True), (True, False), (True, True))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64_module():
-  jax.config.update("jax_enable_x64", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_enable_x64", False)
+# Every test here compares with float64 NumPy: x64 for the whole module.
+pytestmark = pytest.mark.usefixtures("x64_module")
 
 
 # ---------------------------------------------------------------------------

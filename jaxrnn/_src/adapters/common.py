@@ -59,6 +59,7 @@ def apply_batch(
     *,
     seq_lengths: Optional[Any] = None,
     initial_carry: Optional[Any] = None,
+    reset: Optional[Any] = None,
     key: Optional[Any] = None,
     time_major: bool = False,
     owner: str,
@@ -71,6 +72,8 @@ def apply_batch(
     xs: ``(B, T, ...)``, or ``(T, B, ...)`` when ``time_major``.
     seq_lengths: ``(B,)`` integers, or None (every step valid).
     initial_carry: the layer's carry with a leading batch axis, or None.
+    reset: ``(B, T)`` bool (``(T, B)`` when ``time_major``), True at the
+      first step of each packed segment, or None.
     key: one PRNG key for the batch (split into ``B``), or None.
     time_major: whether time is axis 0 of ``xs`` and of the outputs.
     owner: the adapter's name, for error messages.
@@ -97,6 +100,14 @@ def apply_batch(
     options["length"] = seq_lengths
   if initial_carry is not None:
     options["carry"] = initial_carry
+  if reset is not None:
+    if time_major:
+      reset = jnp.swapaxes(reset, 0, 1)
+    if np.shape(reset) != np.shape(xs)[:2]:
+      raise ValueError(
+          f"reset: {owner} expects shape {'(T, B)' if time_major else '(B, T)'} like xs' "
+          f"leading axes, got shape {tuple(np.shape(reset))}")
+    options["reset"] = reset
   if key is not None:
     options["key"] = jax.random.split(key, batch)
   ys, carry = jax.vmap(layer.apply, in_axes=(None, 0))(params, xs, **options)

@@ -66,6 +66,7 @@ class RNN(eqx.Module):
       *,
       length: Optional[Any] = None,
       carry: Optional[Any] = None,
+      reset: Optional[Any] = None,
       key: Optional[Any] = None,
       inference: Optional[bool] = None,
   ) -> tuple[Any, Any]:
@@ -75,6 +76,8 @@ class RNN(eqx.Module):
       xs: ``(T, in_features)``.
       length: an integer scalar; steps ``t >= length`` are padding.
       carry: the layer's carry for this sequence; None: its initial carry.
+      reset: ``(T,)`` bool, True at the first step of each packed segment
+        (``layer.apply``'s ``reset``), or None.
       key: a PRNG key for dropout and zoneout (off without one).
       inference: overrides the ``inference`` field (None keeps it).
 
@@ -84,4 +87,5 @@ class RNN(eqx.Module):
     """
     if common.check_flag(inference, self.inference, "inference"):
       key = None
-    return self.layer.apply(self.params, xs, length=length, carry=carry, key=key)
+    options = {} if reset is None else {"reset": reset}
+    return self.layer.apply(self.params, xs, length=length, carry=carry, key=key, **options)

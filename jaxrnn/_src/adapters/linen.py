@@ -60,6 +60,7 @@ class RNN(nn.Module):
       *,
       seq_lengths: Optional[Any] = None,
       initial_carry: Optional[Any] = None,
+      reset: Optional[Any] = None,
       return_carry: Optional[bool] = None,
       time_major: Optional[bool] = None,
       deterministic: Optional[bool] = None,
@@ -72,6 +73,9 @@ class RNN(nn.Module):
         padding. None: every step is valid.
       initial_carry: the layer's carry with a leading batch axis ``B``;
         None starts from the layer's initial carry.
+      reset: ``(B, T)`` bool (time-major: ``(T, B)``), True at the first
+        step of each packed segment: the carry restarts there
+        (``layer.apply``'s ``reset``). None: no restarts.
       return_carry, time_major, deterministic: override the attributes of
         the same names (None keeps the attribute).
 
@@ -89,6 +93,6 @@ class RNN(nn.Module):
         xs.shape[-1], self.param_dtype)
     key = None if deterministic else self.make_rng("dropout")
     ys, carry = common.apply_batch(
-        layer, params, xs, seq_lengths=seq_lengths, initial_carry=initial_carry,
+        layer, params, xs, seq_lengths=seq_lengths, initial_carry=initial_carry, reset=reset,
         key=key, time_major=time_major, owner="jaxrnn.flax.RNN")
     return (carry, ys) if return_carry else ys

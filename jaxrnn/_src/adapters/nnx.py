@@ -100,6 +100,7 @@ class RNN(nnx.Module):
       *,
       seq_lengths: Optional[Any] = None,
       initial_carry: Optional[Any] = None,
+      reset: Optional[Any] = None,
       return_carry: Optional[bool] = None,
       deterministic: Optional[bool] = None,
       rngs: Any = None,
@@ -113,6 +114,9 @@ class RNN(nnx.Module):
         padding. None: every step is valid.
       initial_carry: the layer's carry with a leading batch axis ``B``;
         None starts from the layer's initial carry.
+      reset: ``(B, T)`` bool (time-major: ``(T, B)``), True at the first
+        step of each packed segment: the carry restarts there
+        (``layer.apply``'s ``reset``). None: no restarts.
       return_carry, deterministic: override the attributes (None keeps
         them).
       rngs: an ``nnx.Rngs``, ``nnx.RngStream`` or PRNG key used instead of
@@ -137,6 +141,6 @@ class RNN(nnx.Module):
         key = rngs
     ys, carry = common.apply_batch(
         self.layer, self.layer_params(), xs, seq_lengths=seq_lengths,
-        initial_carry=initial_carry, key=key, time_major=self.time_major,
+        initial_carry=initial_carry, reset=reset, key=key, time_major=self.time_major,
         owner="jaxrnn.nnx.RNN")
     return (carry, ys) if return_carry else ys

@@ -50,18 +50,20 @@ class Plan(NamedTuple):
 
   ``path``: a key of `PATHS`; ``unroll``: None (the backend's default) or
   ``(forward, backward)``; ``remat``: None/False, True or a chunk length
-  (`remat.chunk_length`).
+  (`remat.chunk_length`); ``carries``: the outputs are ``(ys, carries)``,
+  with the carry after every step (zero on padding).
   """
 
   path: str
   reverse: bool
   unroll: Optional[tuple[int, int]]
   remat: Any
+  carries: bool = False
 
 
 # The paths of `run`, one signature: ``fn(cell, hooks, plan, params, carry,
-# xs, steps, initial, h_mask, zoneout) -> (ys, carry)``, with ``plan.unroll``
-# resolved for ``xs``' steps.
+# xs, steps, initial, h_mask, zoneout) -> (ys, carry)``; each resolves
+# ``plan.unroll`` for ``xs``' steps with `settings.fit_unroll`.
 PATHS = {"reference": reference.run, "fused": fused_lib.run, "linear": linear_lib.run,
          "parallel": partial(linear_lib.run, parallel=True)}
 
@@ -81,9 +83,7 @@ def run(cell, hooks: Optional[Hooks], plan: Plan, params, carry, xs, steps: Step
 
   def run_path(carry, inputs):
     xs, steps = inputs
-    unroll = settings_lib.current().unroll if plan.unroll is None else plan.unroll
-    resolved = plan._replace(unroll=tuple(max(1, min(u, xs.shape[0])) for u in unroll))
-    return PATHS[plan.path](cell, hooks, resolved, params, carry, xs, steps, initial, h_mask,
+    return PATHS[plan.path](cell, hooks, plan, params, carry, xs, steps, initial, h_mask,
                             zoneout)[::-1]  # (carry, ys), as a scan body returns them
 
   def pad(inputs, num_pad):

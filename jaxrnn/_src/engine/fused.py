@@ -49,6 +49,7 @@ class Static(NamedTuple):
   in_place: bool
   narrow_max_batch: int
   zoneout: Optional[steps_lib.Zoneout]
+  carries: bool
 
 
 def _times(h, mask):
@@ -84,7 +85,7 @@ def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
       res = (c, zx_t, zh_t)  # the inputs of the pointwise equation
     return new_c, y, (h_tm1, res)
 
-  body = steps_lib.masked(step, initial, static.zoneout)
+  body = steps_lib.masked(step, initial, static.zoneout, static.carries)
   if in_place:
     carry, (ys, saved) = inference.scan(body, carry, (tuple(steps), inputs),
                                         reverse=static.reverse, unroll=unroll,
@@ -95,16 +96,41 @@ def _forward(static, keep, params, carry, xs, initial, h_mask, steps):
   return ys, carry, saved
 
 
+class Config(NamedTuple):
+  """What `jaxrnn.rnn` fixes of a fused scan; `Static` adds the settings."""
+
+  hooks: Hooks
+  reverse: bool
+  unroll: Optional[tuple[int, int]]  # None: the settings'
+  zoneout: Optional[steps_lib.Zoneout]
+  carries: bool  # outputs (ys, every step's carry)
+
+  def static(self, settings: settings_lib.EngineSettings, num_steps) -> Static:
+    unroll = settings_lib.fit_unroll(self.unroll, settings, num_steps)
+    return Static(self.hooks, self.reverse, unroll, settings.hoist_inputs, settings.in_place,
+                  settings.narrow_max_batch, self.zoneout, self.carries)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
-def scan(static: Static, params, carry, xs, initial, h_mask, steps):
-  """``(ys, carry)`` of the masked scan; see the module notes."""
-  return inference.by_batch_size(lambda form, *args: _forward(form, False, *args)[:2],
-                                 static, params, carry, xs, initial, h_mask, steps)
+def scan(config: Config, params, carry, xs, initial, h_mask, steps):
+  """``(ys, carry)`` of the masked scan; see the module notes.
+
+  Nothing differentiated, the loop takes the settings of the platform it
+  is lowered for (`settings.by_platform`); the JVP rule, those of JAX's
+  default backend.
+  """
+
+  def forward(settings, *args):
+    return inference.by_batch_size(lambda form, *args: _forward(form, False, *args)[:2],
+                                   config.static(settings, xs.shape[0]), *args)
+
+  return settings_lib.by_platform(forward, params, carry, xs, initial, h_mask, steps)
 
 
 @scan.defjvp
-def _scan_jvp(static, primals, tangents):
+def _scan_jvp(config, primals, tangents):
   params, carry, xs, initial, h_mask, steps = primals
+  static = config.static(settings_lib.current(), xs.shape[0])
   dparams, dcarry, dxs, dinitial, _, _ = tangents
   hooks, product = static.hooks, static.hooks.product
   # Outputs written in place or stacked as ``static.in_place`` says: under
@@ -135,17 +161,16 @@ def _scan_jvp(static, primals, tangents):
                                 (dparams, dc, dzx_t, dzh_t))
     return new_dc, dy, None
 
-  body = steps_lib.masked(tangent_step, dinitial, static.zoneout)
+  body = steps_lib.masked(tangent_step, dinitial, static.zoneout, static.carries)
   dfinal, (dys, _) = jax.lax.scan(
       body, dcarry, (tuple(steps), (hiddens, res, dzx, dzh_w)),
       reverse=static.reverse, unroll=static.unroll[1])
+  ys, final, dys, dfinal = settings_lib.laid_out_as_by_platform(ys, final, dys, dfinal)
   return (ys, final), (dys, dfinal)
 
 
 def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout):
   """The ``fused`` path of `engine.PATHS` (``cell`` unused: the hooks hold
-  its step): `scan` in the backend's settings."""
-  settings = settings_lib.current()
-  static = Static(hooks, plan.reverse, plan.unroll, settings.hoist_inputs,
-                  settings.in_place, settings.narrow_max_batch, zoneout)
-  return scan(static, params, carry, xs, initial, h_mask, steps)
+  its step)."""
+  config = Config(hooks, plan.reverse, plan.unroll, zoneout, plan.carries)
+  return scan(config, params, carry, xs, initial, h_mask, steps)

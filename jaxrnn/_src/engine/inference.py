@@ -65,7 +65,9 @@ def scan(body, carry, xs, *, reverse, unroll, read_in_place=False):
 
   # Blocks of the most steps, up to ``unroll``, that divide T; the scan over
   # blocks unrolls ``unroll // block`` of them.
-  block = max(k for k in range(1, unroll + 1) if num_steps % k == 0)
+  # (A symbolic T, from jax.export, has no known divisor but 1.)
+  block = (max(k for k in range(1, unroll + 1) if num_steps % k == 0)
+           if isinstance(num_steps, int) else 1)
 
   def loop(c_ys, i):
     c, ys = c_ys
@@ -113,7 +115,9 @@ def by_batch_size(run, static, *args):
 
   @forward.def_vmap
   def _rule(axis_size, in_batched, *leaves):
-    form = narrow if axis_size <= static.narrow_max_batch else static
+    # A symbolic batch size (jax.export) may be any size: the wide form.
+    form = (narrow if isinstance(axis_size, int) and axis_size <= static.narrow_max_batch
+            else static)
     out = jax.vmap(partial(run_leaves, form), in_axes=[0 if b else None for b in in_batched],
                    axis_size=axis_size)(*leaves)
     return out, tree_map(lambda _: True, out)

@@ -17,6 +17,9 @@ throughout, so every transformation composes.
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src.engine import settings as settings_lib
+from jaxrnn._src.engine import steps as steps_lib
+
 
 def _combine(left, right):
   (a_l, b_l), (a_r, b_r) = left, right
@@ -33,7 +36,8 @@ def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout, *
   a, b = linear.coefficients(params, zx)
   num_steps = a.shape[0]
   if num_steps == 0:
-    return linear.outputs(params, b, zx), carry
+    ys = linear.outputs(params, b, zx)
+    return ((ys, linear.from_state(b)) if plan.carries else ys), carry
   column = lambda m: m.reshape((num_steps,) + (1,) * (a.ndim - 1))
   if steps.valid is not None:
     valid = column(steps.valid)
@@ -56,9 +60,12 @@ def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout, *
       h = a_t * h + b_t
       return h, h
 
-    _, hs = jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=plan.unroll[0])
+    unroll, _ = settings_lib.fit_unroll(plan.unroll, settings_lib.current(), num_steps)
+    _, hs = jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=unroll)
   ys = linear.outputs(params, hs, zx)
+  if plan.carries:
+    ys = (ys, linear.from_state(hs))
   if steps.valid is not None:
-    ys = jnp.where(column(steps.valid), ys, jnp.zeros((), ys.dtype))
+    ys = steps_lib.zero_unless(steps.valid, ys)
   final = hs[0] if reverse else hs[-1]
   return ys, linear.from_state(final)

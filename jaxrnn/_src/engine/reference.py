@@ -21,6 +21,7 @@ from functools import partial
 
 import jax
 
+from jaxrnn._src.engine import settings as settings_lib
 from jaxrnn._src.engine import steps as steps_lib
 
 
@@ -42,7 +43,8 @@ def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout):
     new_c, y = cell_step(c, x_t)
     return new_c, y, None
 
-  body = steps_lib.masked(step, initial, zoneout)
+  unroll, _ = settings_lib.fit_unroll(plan.unroll, settings_lib.current(), xs.shape[0])
+  body = steps_lib.masked(step, initial, zoneout, plan.carries)
   carry, (ys, _) = jax.lax.scan(body, carry, (tuple(steps), inputs),
-                                reverse=plan.reverse, unroll=plan.unroll[0])
+                                reverse=plan.reverse, unroll=unroll)
   return ys, carry

@@ -10,9 +10,11 @@ through `current`, which honours `engine_settings` overrides.
 
 import contextlib
 import contextvars
-from typing import Iterator, NamedTuple, Optional
+import functools
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 
 from jaxrnn._src import checks
 
@@ -84,9 +86,71 @@ _OVERRIDES: contextvars.ContextVar[dict] = contextvars.ContextVar(
     "jaxrnn_engine_settings", default={})
 
 
+# The table's backends as `jax.lax.platform_dependent` names the platforms.
+_PLATFORMS = {"cpu": ("cpu",), "gpu": ("cuda", "rocm")}
+
+
 def current() -> EngineSettings:
   """The settings in force for JAX's default backend."""
   return DEFAULTS.get(jax.default_backend(), UNMEASURED)._replace(**_OVERRIDES.get())
+
+
+def fit_unroll(unroll: Optional[tuple[int, int]], settings: EngineSettings, num_steps: Any
+               ) -> tuple[int, int]:
+  """``(forward, backward)`` steps per iteration for a loop of ``num_steps``:
+  ``unroll`` (None: ``settings.unroll``), each cut to the sequence. A
+  symbolic ``num_steps`` (from ``jax.export``) runs one step per
+  iteration: ``lax.scan`` cannot unroll a loop of symbolic length."""
+  unroll = settings.unroll if unroll is None else unroll
+  if not isinstance(num_steps, int):
+    return (1, 1)
+  return (max(1, min(unroll[0], num_steps)), max(1, min(unroll[1], num_steps)))
+
+
+def _per_platform() -> tuple[EngineSettings, dict[str, EngineSettings]]:
+  """The settings in force for platforms without a row, and for each platform
+  of the table (`engine_settings` overrides applied to all)."""
+  overrides = _OVERRIDES.get()
+  return (UNMEASURED._replace(**overrides),
+          {platform: DEFAULTS[backend]._replace(**overrides)
+           for backend, platforms in _PLATFORMS.items() for platform in platforms})
+
+
+def by_platform(fn: Callable[..., Any], *args: Any) -> Any:
+  """``fn(settings, *args)`` with the settings of the platform the program
+  is lowered for.
+
+  Where the platforms' settings differ, each is traced and
+  ``jax.lax.platform_dependent`` chooses when lowering: a program lowered
+  for one platform keeps its branch alone, and one exported for several
+  (``jax.export`` with ``platforms=("cpu", "cuda", "tpu")``) runs each
+  platform's own loop. ``fn`` must return the same shapes for every
+  settings. Under ``vmap`` the choice (a ``cond``) returns its outputs
+  batch-major; `laid_out_as_by_platform` gives other values that layout.
+  """
+  default, per_platform = _per_platform()
+  if all(s == default for s in per_platform.values()):
+    return fn(default, *args)
+  branches = {platform: functools.partial(fn, s) for platform, s in per_platform.items()}
+  return jax.lax.platform_dependent(*args, default=functools.partial(fn, default), **branches)
+
+
+def laid_out_as_by_platform(*values: Any) -> tuple:
+  """``values``, laid out under ``vmap`` as `by_platform` lays out its
+  outputs in the settings in force: through the same kind of choice (of
+  identities) where it branches, unchanged where it does not.
+
+  A custom JVP rule whose primal is a `by_platform` returns its outputs
+  through this: under ``vmap`` JAX may take the rule's output batch axes
+  from the primal's, so the two must agree.
+  """
+  default, per_platform = _per_platform()
+  if all(s == default for s in per_platform.values()):
+    return values
+  # Times one: a branch that returned its inputs would be forwarded around
+  # the cond, keeping their layout.
+  same = lambda *v: jax.tree_util.tree_map(lambda a: a * jnp.ones((), a.dtype), v)
+  return jax.lax.platform_dependent(*values, default=same, **{p: same for p in per_platform})
 
 
 @contextlib.contextmanager

@@ -92,16 +92,17 @@ def zero_unless(mask, tree):
       lambda v: jnp.where(_on_trailing_axes(mask, v), v, jnp.zeros((), v.dtype)), tree)
 
 
-def masked(step, initial=None, zoneout: Optional[Zoneout] = None):
+def masked(step, initial=None, zoneout: Optional[Zoneout] = None, carries: bool = False):
   """Wraps ``step(carry, x_t) -> (carry, y, aux)`` as a masked scan body.
 
   The body takes ``(carry, (steps_t, x_t))`` with ``steps_t`` a `Steps` of
   one step's entries. Before the step a reset restarts the carry from
   ``initial``; after it zoneout mixes old and new carries; on padding the
   carry passes through unchanged and ``y`` is zero (``aux`` is left as the
-  step made it). The same wrapper masks a tangent scan, with the tangent of
-  the initial carry as ``initial``: every operation here is linear in the
-  carries.
+  step made it). With ``carries`` the output is ``(y, carry)``, the carry
+  after the step (zero on padding, like ``y``). The same wrapper masks a
+  tangent scan, with the tangent of the initial carry as ``initial``: every
+  operation here is linear in the carries.
   """
 
   def body(c, inp):
@@ -111,6 +112,8 @@ def masked(step, initial=None, zoneout: Optional[Zoneout] = None):
     new_c, y, aux = step(c, x_t)
     if zoneout is not None:
       new_c, y = zoneout.mix(zone_t, c, new_c)
+    if carries:
+      y = (y, new_c)
     if valid_t is not None:
       new_c, y = select(valid_t, new_c, c), zero_unless(valid_t, y)
     return new_c, (y, aux)

@@ -138,6 +138,7 @@ def rnn(
     recurrent_dropout: float = 0.0,
     zoneout: Any = 0.0,
     learned_carry: bool = False,
+    return_carries: bool = False,
 ) -> Layer:
   r"""Unrolls ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -206,6 +207,15 @@ def rnn(
     learned_carry: make the initial carry a trained parameter. Params become
       `LearnedCarryParams` ``(cell, initial_carry)``; ``apply`` starts from
       it when ``carry`` is None, and segment resets restart from it.
+    return_carries: also return the carry after every step (an LSTM's
+      ``c_t`` as well as ``h_t``: stored states for R2D2-style replay,
+      restarts from any step, probes). ``apply`` then returns ``((ys,
+      carries), carry)``, ``carries`` structured like the carry with a
+      leading T axis and zero at padded steps; a reversed layer's
+      ``carries[t]`` is the carry after step t in its own order. Every
+      method computes them (the fused path included), with every option.
+      Such a layer's outputs are a pair, so it is the last of a `stack`
+      or used alone.
 
   Returns:
     A `Layer` whose params are the cell's params (or `LearnedCarryParams`)
@@ -251,6 +261,7 @@ def rnn(
         "inputs of (user cells and the linear cells min_gru, min_lstm, lru)")
   zone_mixer = _zoneout(cell, zoneout, method)
   learned_carry = checks.check_bool(learned_carry, "learned_carry")
+  return_carries = checks.check_bool(return_carries, "return_carries")
   unroll_pair = None if unroll is None else (unroll, unroll)
 
   def init_params(key, input_size, dtype=None):
@@ -276,7 +287,7 @@ def rnn(
                                       zone_mixer)
     steps = Steps(valid, segment_resets(reset, valid, reverse), zone)
     plan = engine.Plan(_path(hooks, method, num_steps, zone_mixer is not None), reverse,
-                       unroll_pair, remat)
+                       unroll_pair, remat, return_carries)
     return engine.run(cell, hooks, plan, params, carry, xs, steps,
                       initial=initial, h_mask=h_mask, zoneout=zone_mixer)
 
@@ -285,4 +296,5 @@ def rnn(
       config=(("kind", "rnn"), ("cell", cell), ("reverse", reverse),
               ("method", method), ("unroll", unroll), ("remat", remat),
               ("recurrent_dropout", recurrent_dropout),
-              ("zoneout", zoneout), ("learned_carry", learned_carry)))
+              ("zoneout", zoneout), ("learned_carry", learned_carry),
+              ("return_carries", return_carries)))

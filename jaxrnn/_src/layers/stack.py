@@ -42,6 +42,11 @@ def stack(*layers: Layer, dropout: float = 0.0) -> Layer:
   if not layers:
     raise ValueError("layers: stack expects at least one Layer, got none")
   layers = tuple(common.check_layer(layer, f"layers[{i}]") for i, layer in enumerate(layers))
+  for i, layer in enumerate(layers[:-1]):
+    if dict(layer.config).get("return_carries"):
+      raise ValueError(
+          f"layers[{i}]: an rnn with return_carries=True outputs (ys, carries), which no "
+          "layer takes as inputs; it can only be the last layer of a stack")
   dropout = checks.check_rate(dropout, "dropout")
   n = len(layers)
 
