@@ -235,7 +235,7 @@ def rnn(
     >>> layer = jaxrnn.rnn(jaxrnn.gru(4))
     >>> params = layer.init_params(jax.random.key(0), 3)
     >>> ys, h = layer.apply(params, jnp.ones((6, 3)), length=4)
-    >>> ys.shape, bool(jnp.all(ys[4:] == 0)), bool(jnp.all(h == ys[3]))
+    >>> ys.shape, bool(jnp.all(ys[4:] == 0)), bool(jnp.allclose(h, ys[3]))
     ((6, 4), True, True)
     >>> packed = jnp.array([True, False, False, True, False, False])
     >>> ys2, _ = layer.apply(params, jnp.ones((6, 3)), reset=packed)
