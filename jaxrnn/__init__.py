@@ -48,6 +48,7 @@ from jaxrnn._src.cells.linear import LRUParams as LRUParams
 from jaxrnn._src.cells.linear import LRUState as LRUState
 from jaxrnn._src.cells.linear import MinGRUParams as MinGRUParams
 from jaxrnn._src.cells.linear import MinLSTMParams as MinLSTMParams
+from jaxrnn._src.cells.linear import linear_cell as linear_cell
 from jaxrnn._src.cells.linear import lru as lru
 from jaxrnn._src.cells.linear import min_gru as min_gru
 from jaxrnn._src.cells.linear import min_lstm as min_lstm
@@ -121,6 +122,7 @@ __all__ = (
     "language_model_loss",
     "last_step",
     "latest_step",
+    "linear_cell",
     "lru",
     "lstm",
     "mgu",

@@ -420,6 +420,10 @@ MUTANTS = (
     _m("adapters-drop-reset", "the framework adapters drop reset=",
        ["tests/test_adapters.py::test_reset_passes_through"],
        ("jaxrnn/_src/adapters/common.py", '    options["reset"] = reset', "    pass")),
+    _m("linear-cell-output-dropped", "linear_cell: the user's output is ignored (y = h)",
+       ["tests/test_linear_cell.py"],
+       (CELLS + "linear.py", "             else _over_steps(lambda params, h, x: output(params, h, x)))",
+        "             else (lambda params, hs, xs: hs))")),
     # --- Argument checks. ----------------------------------------------------
     _m("number-check-bool-guard", "the shared number check accepts bools (hidden_size=True)",
        ["tests/test_errors.py::test_bad_sizes_and_options"],

@@ -38,6 +38,7 @@ EXPECTED = NAMED_TUPLES | {
     "elman",
     "elman2d",
     "gru",
+    "linear_cell",
     "lru",
     "lstm",
     "lstm2d",

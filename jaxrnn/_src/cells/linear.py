@@ -327,3 +327,92 @@ def lru(
       hidden_size=N, output_size=None,
       config=dict(kind="lru", hidden_size=N, r_min=r_min, r_max=r_max,
                   max_phase=max_phase))
+
+
+
+def _over_steps(fn):
+  """``fn(params, *args)`` for one step's arrays, mapped over any leading
+  axes that the arrays share (the engine calls it on every step at once)."""
+
+  def mapped(params, *args):
+    lead = jnp.shape(args[-1])[:-1]
+    if not lead:
+      return fn(params, *args)
+    flat = [jnp.reshape(a, (-1,) + jnp.shape(a)[len(lead):]) for a in args]
+    out = jax.vmap(lambda *a: fn(params, *a))(*flat)
+    return jax.tree_util.tree_map(lambda v: jnp.reshape(v, lead + jnp.shape(v)[1:]), out)
+
+  return mapped
+
+
+def linear_cell(init_params, coefficients, hidden_size: int, *, output=None) -> Cell:
+  r"""A user's own diagonal linear recurrence, run by the linear engine.
+
+  .. math::
+    (a_t, b_t) = \mathrm{coefficients}(θ, x_t), \qquad
+    h_t = a_t ⊙ h_{t-1} + b_t, \qquad y_t = \mathrm{output}(θ, h_t, x_t)
+
+  The gates come from the input alone, so `jaxrnn.rnn` evaluates the layer
+  by a multiply-add ``lax.scan`` (``method="sequential"``, and ``"auto"``)
+  or by ``jax.lax.associative_scan`` in O(log T) depth (``"parallel"``),
+  with lengths, reverse over the valid prefix and resets, as it runs
+  `min_gru`, `min_lstm` and `lru`; ``"reference"`` scans ``cell_apply``.
+
+  Args:
+    init_params: ``init_params(key, input_size, dtype=None) -> params``,
+      any pytree.
+    coefficients: ``coefficients(params, x) -> (a, b)`` for ONE step ``x:
+      (input_size,)``, each of shape ``(hidden_size,)``.
+    hidden_size: the size H of the state ``h``, which is the carry.
+    output: ``output(params, h, x) -> y`` for one step; None: ``y = h``.
+
+  Returns:
+    A `Cell` whose carry is ``h: (hidden_size,)`` (zeros to start).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jaxrnn
+    >>> def init(key, input_size, dtype=None):
+    ...   return {"W_a": jax.random.normal(key, (input_size, 4)),
+    ...           "W_b": jnp.eye(input_size, 4)}
+    >>> def coefficients(params, x):
+    ...   return jax.nn.sigmoid(x @ params["W_a"]), x @ params["W_b"]
+    >>> cell = jaxrnn.linear_cell(init, coefficients, 4)
+    >>> layer = jaxrnn.rnn(cell, method="parallel")
+    >>> params = layer.init_params(jax.random.key(0), 3)
+    >>> xs = jax.random.normal(jax.random.key(1), (6, 3))
+    >>> ys, h = layer.apply(params, xs, length=5)
+    >>> loop, _ = jaxrnn.rnn(cell, method="reference").apply(params, xs, length=5)
+    >>> bool(jnp.allclose(ys, loop, atol=1e-6)), bool(jnp.allclose(h, ys[4]))
+    (True, True)
+  """
+  H = checks.check_positive_int(hidden_size, "hidden_size")
+  for name, fn in (("init_params", init_params), ("coefficients", coefficients)):
+    if not callable(fn):
+      raise TypeError(f"{name}: expected a callable, got {checks.describe(fn)}")
+  if output is not None and not callable(output):
+    raise TypeError(f"output: expected a callable or None, got {checks.describe(output)}")
+
+  def pair(params, x):
+    a, b = coefficients(params, x)
+    shapes = (tuple(jnp.shape(a)), tuple(jnp.shape(b)))
+    if shapes != ((H,), (H,)):
+      raise ValueError(f"coefficients: expected (a, b) of shapes ({H},) and ({H},) "
+                       f"(hidden_size={H}), got shapes {shapes}")
+    return a, b
+
+  def check_inputs(params, xs, ndim):
+    if ndim is not None and jnp.ndim(xs) != ndim:
+      raise ValueError(f"x: expected one step of shape (input_size,), got shape "
+                       f"{tuple(jnp.shape(xs))}")
+    checks.check_floating(xs, "x" if ndim is not None else "xs")
+
+  outputs = ((lambda params, hs, xs: hs) if output is None
+             else _over_steps(lambda params, h, x: output(params, h, x)))
+  return common.build(
+      init_params=init_params, init_carry=common.zeros_carry(H), check=lambda params: None,
+      input_size=lambda params: None, check_inputs=check_inputs,
+      project=lambda params, xs: xs,
+      linear=hooks.Linear(coefficients=_over_steps(pair), to_state=lambda h: h,
+                          from_state=lambda h: h, outputs=outputs),
+      hidden_size=H, output_size=H if output is None else None,
+      config=dict(kind="linear_cell", hidden_size=H))
