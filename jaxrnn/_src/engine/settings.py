@@ -107,13 +107,14 @@ def fit_unroll(unroll: Optional[tuple[int, int]], settings: EngineSettings, num_
   return (max(1, min(unroll[0], num_steps)), max(1, min(unroll[1], num_steps)))
 
 
-def _per_platform() -> tuple[EngineSettings, dict[str, EngineSettings]]:
-  """The settings in force for platforms without a row, and for each platform
-  of the table (`engine_settings` overrides applied to all)."""
+def _per_platform() -> dict[str, EngineSettings]:
+  """The settings in force per platform, keyed as `jax.lax.platform_dependent`
+  takes its branches: each platform of the table, and ``"default"`` for the
+  others (`engine_settings` overrides applied to all)."""
   overrides = _OVERRIDES.get()
-  return (UNMEASURED._replace(**overrides),
-          {platform: DEFAULTS[backend]._replace(**overrides)
-           for backend, platforms in _PLATFORMS.items() for platform in platforms})
+  settings = {platform: DEFAULTS[backend]._replace(**overrides)
+              for backend, platforms in _PLATFORMS.items() for platform in platforms}
+  return {**settings, "default": UNMEASURED._replace(**overrides)}
 
 
 def by_platform(fn: Callable[..., Any], *args: Any) -> Any:
@@ -128,11 +129,11 @@ def by_platform(fn: Callable[..., Any], *args: Any) -> Any:
   settings. Under ``vmap`` the choice (a ``cond``) returns its outputs
   batch-major; `laid_out_as_by_platform` gives other values that layout.
   """
-  default, per_platform = _per_platform()
-  if all(s == default for s in per_platform.values()):
-    return fn(default, *args)
-  branches = {platform: functools.partial(fn, s) for platform, s in per_platform.items()}
-  return jax.lax.platform_dependent(*args, default=functools.partial(fn, default), **branches)
+  settings = _per_platform()
+  if len(set(settings.values())) == 1:
+    return fn(settings["default"], *args)
+  return jax.lax.platform_dependent(
+      *args, **{platform: functools.partial(fn, s) for platform, s in settings.items()})
 
 
 def laid_out_as_by_platform(*values: Any) -> tuple:
@@ -144,13 +145,13 @@ def laid_out_as_by_platform(*values: Any) -> tuple:
   through this: under ``vmap`` JAX may take the rule's output batch axes
   from the primal's, so the two must agree.
   """
-  default, per_platform = _per_platform()
-  if all(s == default for s in per_platform.values()):
+  settings = _per_platform()
+  if len(set(settings.values())) == 1:
     return values
   # Times one: a branch that returned its inputs would be forwarded around
   # the cond, keeping their layout.
   same = lambda *v: jax.tree_util.tree_map(lambda a: a * jnp.ones((), a.dtype), v)
-  return jax.lax.platform_dependent(*values, default=same, **{p: same for p in per_platform})
+  return jax.lax.platform_dependent(*values, **{platform: same for platform in settings})
 
 
 @contextlib.contextmanager

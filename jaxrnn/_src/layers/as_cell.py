@@ -44,13 +44,6 @@ def _last_output_size(layer: Layer) -> Optional[int]:
   return config.get("output_size")
 
 
-def _input_ndim(layer: Layer) -> int:
-  config = dict(layer.config)
-  if config.get("kind") == "stack":
-    return _input_ndim(config["layers"][0])
-  return config["cell"].input_ndim if config.get("kind") == "rnn" else 1
-
-
 def as_cell(layer: Layer) -> Cell:
   """One time step of a causal layer, as a `Cell`, for decoding and streaming.
 
@@ -60,7 +53,9 @@ def as_cell(layer: Layer) -> Cell:
   the whole layer: for a stack, each layer's step feeds the next. Its
   meaning is the layer's own on a sequence of one step::
 
-    def cell_apply(params, carry, x):
+    rank = common.input_rank((layer,))  # of xs; a step's input is one rank less
+
+  def cell_apply(params, carry, x):
       ys, carry = layer.apply(params, x[None], carry=carry)
       return carry, ys[0]
 
@@ -97,10 +92,13 @@ def as_cell(layer: Layer) -> Cell:
   if why:
     raise ValueError(f"layer: as_cell steps causal layers ({CAUSAL}); {why}")
 
+  rank = common.input_rank((layer,))  # of xs; a step's input is one rank less
+
   def cell_apply(params, carry, x):
     ys, carry = layer.apply(params, jax.tree_util.tree_map(lambda a: a[None], x), carry=carry)
     return carry, jax.tree_util.tree_map(lambda y: y[0], ys)
 
   return Cell(init_params=layer.init_params, init_carry=layer.init_carry,
               cell_apply=cell_apply, output_size=_last_output_size(layer),
-              config=(("kind", "as_cell"), ("layer", layer)), input_ndim=_input_ndim(layer))
+              config=(("kind", "as_cell"), ("layer", layer)),
+              input_ndim=1 if rank is None else rank - 1)
