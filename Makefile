@@ -10,12 +10,19 @@ export KERAS_BACKEND ?= jax
 
 .PHONY: test test-slow test-all test-floor bench bench-quick install install-bench demo docs typecheck wheel-check clean
 
+# The authors' code of today's recurrences, which the tests compare with,
+# pinned and installed without their declared requirements: recurrentgemma
+# pins numpy<2.4 and absl-py<2, and the others would pull PyTorch or CUDA
+# builds. What they import is in the dev extra (pyproject.toml).
+REFERENCES := "recurrentgemma==1.0.1" "mambapy==1.2.0" "xlstm==2.0.6" "mlstm-kernels==2.0.6"
+
 $(VENV)/.installed-dev: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	# The CPU build of PyTorch first, pinned, so nothing pulls a CUDA build.
 	$(PIP) install "torch==2.13.0"
 	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps $(REFERENCES)
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
@@ -77,6 +84,7 @@ test-floor: $(FLOOR_VENV)/.installed-floor
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.wavefront
+	$(PY) -m benchmarks.recurrences
 
 bench-quick: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run --quick

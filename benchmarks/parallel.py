@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.parallel [--quick]`` (also a part of
 ``python -m benchmarks.run --parts parallel``). For `jaxrnn.min_gru`,
-`jaxrnn.min_lstm` and `jaxrnn.lru` at batch B, input D and hidden H, it
+`jaxrnn.min_lstm`, `jaxrnn.lru` and `jaxrnn.rg_lru` at batch B, input D
+(H for the RG-LRU, whose input size is its hidden size) and hidden H, it
 times ``rnn(cell, method="sequential")`` and ``method="parallel"`` side by
 side (interleaved, medians after warm-up, one process) over a range of
 sequence lengths T, forward and forward+backward, prints the parallel
@@ -23,7 +24,9 @@ import benchmarks
 from benchmarks.run import time_interleaved
 from benchmarks.peers import Impl
 
-CELLS = ("min_gru", "min_lstm", "lru")
+CELLS = ("min_gru", "min_lstm", "lru", "rg_lru")
+# Cells whose input size must equal their hidden size.
+SQUARE = ("rg_lru",)
 LENGTHS = (16, 32, 64, 128, 256, 1024, 4096)
 QUICK_LENGTHS = (16, 64, 256)
 
@@ -60,7 +63,8 @@ def run(*, quick=False, B=16, D=64, H=128, cells=CELLS, lengths=None, tasks=("fw
     for task in tasks:
       ratios = []
       for T in lengths:
-        xs = np.random.default_rng(T).standard_normal((B, T, D), dtype=np.float32)
+        size = H if cell in SQUARE else D
+        xs = np.random.default_rng(T).standard_normal((B, T, size), dtype=np.float32)
         impls = [build(cell, m, xs, H, task) for m in ("sequential", "parallel")]
         records = time_interleaved(impls, target_s=0.3 if quick else 1.5, min_repeats=3,
                                    max_repeats=10 if quick else 30, warmup=1)
@@ -84,9 +88,11 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", default=None)
+  p.add_argument("--cells", nargs="+", choices=CELLS, default=CELLS)
   args = p.parse_args(argv)
   t0 = time.perf_counter()
-  payload = {"kind": "jaxrnn-parallel-benchmark", "parallel": run(quick=args.quick)}
+  payload = {"kind": "jaxrnn-parallel-benchmark",
+             "parallel": run(quick=args.quick, cells=tuple(args.cells))}
   payload["machine"] = benchmarks.machine_info()
   payload["wall_s"] = time.perf_counter() - t0
   path = benchmarks.write_json("parallel-quick" if args.quick else "parallel", payload, args.out)

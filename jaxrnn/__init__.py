@@ -52,6 +52,17 @@ from jaxrnn._src.cells.linear import linear_cell as linear_cell
 from jaxrnn._src.cells.linear import lru as lru
 from jaxrnn._src.cells.linear import min_gru as min_gru
 from jaxrnn._src.cells.linear import min_lstm as min_lstm
+from jaxrnn._src.cells.mamba import MambaParams as MambaParams
+from jaxrnn._src.cells.mlstm import MLSTMParams as MLSTMParams
+from jaxrnn._src.cells.mlstm import MLSTMState as MLSTMState
+from jaxrnn._src.cells.mlstm import mlstm as mlstm
+from jaxrnn._src.cells.mamba import MambaState as MambaState
+from jaxrnn._src.cells.mamba import mamba as mamba
+from jaxrnn._src.cells.rg_lru import RGLRUParams as RGLRUParams
+from jaxrnn._src.cells.rg_lru import rg_lru as rg_lru
+from jaxrnn._src.cells.slstm import SLSTMParams as SLSTMParams
+from jaxrnn._src.cells.slstm import SLSTMState as SLSTMState
+from jaxrnn._src.cells.slstm import slstm as slstm
 from jaxrnn._src.training.tbptt import chunk_lengths as chunk_lengths
 from jaxrnn._src.training.tbptt import reset_carry as reset_carry
 from jaxrnn._src.training.tbptt import split_chunks as split_chunks
@@ -100,9 +111,16 @@ __all__ = (
     "LayerNormParams",
     "LearnedCarryParams",
     "MGUParams",
+    "MLSTMParams",
+    "MLSTMState",
+    "MambaParams",
+    "MambaState",
     "MinGRUParams",
     "MinLSTMParams",
+    "RGLRUParams",
     "ReadoutParams",
+    "SLSTMParams",
+    "SLSTMState",
     "as_cell",
     "batch_mesh",
     "beam_search",
@@ -125,9 +143,11 @@ __all__ = (
     "linear_cell",
     "lru",
     "lstm",
+    "mamba",
     "mgu",
     "min_gru",
     "min_lstm",
+    "mlstm",
     "pad_sequences",
     "per_step_cross_entropy",
     "pooled",
@@ -135,10 +155,12 @@ __all__ = (
     "replicate",
     "reset_carry",
     "restore_checkpoint",
+    "rg_lru",
     "rnn",
     "save_checkpoint",
     "sequence_loss",
     "shard_batch",
+    "slstm",
     "split_chunks",
     "stack",
     "tbptt",

@@ -15,6 +15,9 @@ numbers (up to floating-point rounding), and PyTorch modules go back:
 * `from_flax`: Flax linen ``SimpleCell``, ``LSTMCell``,
   ``OptimizedLSTMCell``, ``GRUCell``, and ``nn.RNN`` / ``nn.Bidirectional``
   of them. `carry_from_flax` / `carry_to_flax` convert Flax's ``(c, h)``.
+* `from_recurrentgemma`: the params of recurrentgemma's ``RGLRU`` as
+  `jaxrnn.RGLRUParams`; `from_mamba`: a state dict of mambapy's
+  ``MambaBlock`` (or ``mamba_ssm``'s ``Mamba``) as `jaxrnn.MambaParams`.
 
 PyTorch, Keras and Flax are imported lazily: this module imports without
 them. A configuration that cannot be carried over exactly (dropout,
@@ -41,6 +44,8 @@ from jaxrnn._src.interop.flax import from_flax as from_flax
 from jaxrnn._src.interop.keras import carry_from_keras as carry_from_keras
 from jaxrnn._src.interop.keras import carry_to_keras as carry_to_keras
 from jaxrnn._src.interop.keras import from_keras as from_keras
+from jaxrnn._src.interop.recurrences import from_mamba as from_mamba
+from jaxrnn._src.interop.recurrences import from_recurrentgemma as from_recurrentgemma
 from jaxrnn._src.interop.torch import carry_from_torch as carry_from_torch
 from jaxrnn._src.interop.torch import carry_to_torch as carry_to_torch
 from jaxrnn._src.interop.torch import from_torch as from_torch
@@ -55,6 +60,8 @@ __all__ = (
     "carry_to_torch",
     "from_flax",
     "from_keras",
+    "from_mamba",
+    "from_recurrentgemma",
     "from_torch",
     "to_torch",
 )

@@ -158,7 +158,7 @@ def test_auto_picks_by_length_and_settings():
     return str(jax.make_jaxpr(lambda p, x: layer.apply(p, x, length=3))(
         params, np.ones((num_steps, D), np.float32)))
 
-  with jaxrnn.engine_settings(parallel_min_steps=T):
+  with jaxrnn.engine_settings(parallel_min_steps=T, parallel_derivatives=True):
     for reverse in (False, True):
       auto = text("auto", T, reverse=reverse)
       assert "scan" not in auto and "while" not in auto  # associative
@@ -166,6 +166,15 @@ def test_auto_picks_by_length_and_settings():
       below = text("auto", T - 1, reverse=reverse)
       assert "scan" in below
       assert below == text("sequential", T - 1, reverse=reverse)
+  # Per cell kind, and differentiated as the sequential scan: a custom JVP
+  # whose primal is the associative scan.
+  with jaxrnn.engine_settings(parallel_min_steps={"min_gru": T, "lru": 1},
+                              parallel_derivatives=False):
+    auto = text("auto", T)
+    assert "custom_jvp_call" in auto and "scan[" not in auto
+    assert "custom_jvp" not in text("auto", T - 1) and "scan" in text("auto", T - 1)
+  with jaxrnn.engine_settings(parallel_min_steps={"lru": 1}):
+    assert "scan" in text("auto", 5000)  # kinds absent: sequential
   with jaxrnn.engine_settings(parallel_min_steps=None):
     assert "scan" in text("auto", 5000)  # None: always sequential
 

@@ -26,11 +26,18 @@ NAMED_TUPLES = {
     "LayerNormParams",
     "LearnedCarryParams",
     "MGUParams",
+    "MLSTMParams",
+    "MLSTMState",
+    "MambaParams",
+    "MambaState",
     "MinGRUParams",
     "MinLSTMParams",
     "ReNetCarry",
     "ReNetParams",
     "ReadoutParams",
+    "RGLRUParams",
+    "SLSTMParams",
+    "SLSTMState",
 }
 EXPECTED = NAMED_TUPLES | {
     # cells
@@ -42,9 +49,13 @@ EXPECTED = NAMED_TUPLES | {
     "lru",
     "lstm",
     "lstm2d",
+    "mamba",
     "mgu",
     "min_gru",
     "min_lstm",
+    "mlstm",
+    "rg_lru",
+    "slstm",
     # layers and losses
     "bidirectional",
     "multidirectional",
@@ -128,6 +139,7 @@ def test_documented_fields():
                                  "output_size", "config", "input_ndim")
   assert jaxrnn.EngineSettings._fields == (
       "unroll", "hoist_inputs", "in_place", "narrow_max_batch", "parallel_min_steps",
+      "parallel_derivatives",
       "wavefront_remat", "wavefront_segments", "wavefront_min_width")
   assert jaxrnn.Layer._fields[:3] == ("init_params", "apply", "init_carry")
   assert jaxrnn.LSTMState._fields == ("h", "c")
@@ -149,6 +161,10 @@ def test_documented_fields():
      r"^narrow_max_batch: expected an int >= 0, got True$"),
     (dict(parallel_min_steps=0), ValueError,
      r"^parallel_min_steps: expected a positive int, got 0$"),
+    (dict(parallel_min_steps={"rg_lru": 0}), ValueError,
+     r"^parallel_min_steps\['rg_lru'\]: expected a positive int, got 0$"),
+    (dict(parallel_derivatives=1), TypeError,
+     r"^parallel_derivatives: expected a bool, got int 1$"),
     (dict(wavefront_remat=1.5), TypeError,
      r"^wavefront_remat: expected a positive int, got float 1.5$"),
     (dict(wavefront_segments=None), TypeError,

@@ -54,6 +54,13 @@ LAYERS = {
         jaxrnn.rnn(jaxrnn.gru(H), **o),
         jaxrnn.bidirectional(jaxrnn.elman(H), jaxrnn.lstm(H), **o),
         jaxrnn.readout(2)),
+    # The linear family: min_gru maps D inputs to the H that the RG-LRU needs.
+    "min_gru_rg_lru": lambda **o: jaxrnn.stack(jaxrnn.rnn(jaxrnn.min_gru(H), **o),
+                                               jaxrnn.rnn(jaxrnn.rg_lru(H), **o)),
+    "mamba_reverse": lambda **o: jaxrnn.rnn(jaxrnn.mamba(D, d_state=2, d_conv=3), reverse=True,
+                                            **o),
+    "slstm": lambda **o: jaxrnn.rnn(jaxrnn.slstm(H, num_heads=3), **o),
+    "mlstm": lambda **o: jaxrnn.rnn(jaxrnn.mlstm(H), **o),
 }
 
 # (engine settings, layer options) of each configuration.
@@ -64,6 +71,10 @@ CONFIGS = {
     "unroll-1": (dict(unroll=(1, 1), hoist_inputs=False, in_place=True, narrow_max_batch=0), {}),
     "narrow-up-to-1": (dict(narrow_max_batch=1), {}),
     "remat": ({}, dict(remat=2)),  # chunks under jax.checkpoint inside a scan
+    # method="auto" crossing to the associative scan, differentiated as the
+    # multiply-add scan (a custom JVP).
+    "parallel-forward": (dict(parallel_min_steps=1, parallel_derivatives=False), {}),
+    "chunkwise": ({}, dict(method="parallel")),
 }
 
 
@@ -204,7 +215,20 @@ CASES = (
                                        "vmap_of_grad")),
      ("stack", True, "narrow-up-to-1", ("value",)),
      ("lstm", True, "remat", SECOND_ORDER),
-     ("elman", True, "remat", SECOND_ORDER)])
+     ("elman", True, "remat", SECOND_ORDER),
+     # The linear engine's custom JVP (the associative scan's primal, the
+     # sequential scan's tangent) meets the transformations that reach a
+     # custom rule: second order, jax.checkpoint, and vmap over params.
+     ("min_gru_rg_lru", True, "parallel-forward", SECOND_ORDER + ("vmap_over_params",)),
+     # Each path of today's recurrences meets the transformations of first
+     # order and the Hessian-vector product: the fused path (whose custom JVP
+     # meets every transformation above) with the sLSTM's block-diagonal
+     # product and hand-written tangent; the mLSTM's chunkwise form and
+     # Mamba's causal window with the linear engine's checkpointed
+     # multiply-add scan, reversed over the valid prefix (both plain JAX).
+     ("slstm", True, "defaults", FIRST_ORDER),
+     ("mlstm", True, "chunkwise", FIRST_ORDER),
+     ("mamba_reverse", True, "defaults", FIRST_ORDER)])
 
 
 def _all_of(layer, transforms, lengths, names):

@@ -27,6 +27,16 @@ def check_positive_int(value: Any, name: str) -> int:
   return int(_check_number(value, name, numbers.Integral, "a positive int", lambda v: v > 0))
 
 
+def check_heads(hidden_size: Any, num_heads: Any) -> tuple[int, int]:
+  """``(hidden_size, num_heads)`` as ints if both are positive and the heads
+  divide the hidden size, else raises ValueError naming the argument."""
+  H = check_positive_int(hidden_size, "hidden_size")
+  K = check_positive_int(num_heads, "num_heads")
+  if H % K:
+    raise ValueError(f"hidden_size: expected a multiple of num_heads={K}, got {H}")
+  return H, K
+
+
 def check_bool(value: Any, name: str) -> bool:
   """Returns ``value`` if it is a Python bool, else raises TypeError."""
   if not isinstance(value, (bool, np.bool_)):
@@ -74,6 +84,14 @@ def init_args(input_size: Any, dtype: Any) -> tuple:
   """``init_params``' ``(input_size, dtype)``: the size checked, the dtype defaulted."""
   return (check_positive_int(input_size, "input_size"),
           default_float() if dtype is None else jnp.dtype(dtype))
+
+
+def check_input_size_equals(input_size: int, size: int, name: str, owner: str) -> None:
+  """Raises ValueError unless ``input_size`` (checked by `init_args`) is
+  ``size``, for a cell whose input size is one of its own sizes, ``name``."""
+  if input_size != size:
+    raise ValueError(f"input_size: {owner} expects input_size equal to {name}={size}, "
+                     f"got {input_size}")
 
 
 def check_optional_array(value: Any, expected: tuple, name: str, owner: str, *,
@@ -224,3 +242,18 @@ def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   if jnp.finfo(w.dtype).bits < 32:
     return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
   return jnp.matmul(x, w)
+
+
+def block_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """``x`` times the block-diagonal matrix with blocks ``w: (K, i, j)``.
+
+  ``x: (..., K * i)``, block k of its last axis times ``w[k]``; returns
+  ``(..., K, j)``, each block's product on its own axis (callers lay the
+  blocks out). The dtype policy of `matmul`.
+  """
+  K, i, _ = w.shape
+  x = jnp.reshape(x, jnp.shape(x)[:-1] + (K, i))
+  if jnp.finfo(w.dtype).bits < 32:
+    return jnp.einsum("...ki,kij->...kj", x.astype(w.dtype), w,
+                      preferred_element_type=jnp.float32)
+  return jnp.einsum("...ki,kij->...kj", x, w)

@@ -197,7 +197,7 @@ def masked_hidden(h: Array, h_mask: Optional[Array]) -> Array:
 
 def build(*, init_params, init_carry, check, project, config, check_inputs=None,
           input_size=None, hidden_size, output_size, step=None, product=None,
-          linear=None, input_ndim=1) -> Cell:
+          linear=None, input_ndim=1, chunkwise=None) -> Cell:
   """A `Cell` whose ``cell_apply`` is ``step ∘ project``, with its hooks.
 
   ``check(params)`` validates params; ``input_size(params)`` reads the input
@@ -209,6 +209,8 @@ def build(*, init_params, init_carry, check, project, config, check_inputs=None,
   or ``linear`` (a `hooks.Linear`) gives the rest of the equation; the step
   is derived from the latter two, so each equation exists once. The hidden
   part of a carry is ``product.hidden``'s, else the carry itself.
+  ``chunkwise`` (a `hooks.Chunkwise`), beside a ``step``, is the parallel
+  form of that step.
   """
   input_size = input_size or (lambda params: params.W_x.shape[0])
 
@@ -234,9 +236,7 @@ def build(*, init_params, init_carry, check, project, config, check_inputs=None,
 
     def step(params, carry, zx_t, h_mask):
       del h_mask  # no recurrent product
-      a_t, b_t = linear.coefficients(params, zx_t)
-      h_t = a_t * linear.to_state(carry).astype(b_t.dtype) + b_t
-      return linear.from_state(h_t), linear.outputs(params, h_t, zx_t)
+      return linear.step(params, carry, zx_t)
 
   def checked_project(params, xs):
     check(params)
@@ -251,7 +251,8 @@ def build(*, init_params, init_carry, check, project, config, check_inputs=None,
 
   hidden = product.hidden if product is not None else lambda carry: carry
   hooks_lib.register(cell_apply, hooks_lib.Hooks(
-      check, input_size, hidden, check_inputs, checked_project, step, product, linear))
+      check, input_size, hidden, check_inputs, checked_project, step, product, linear,
+      chunkwise))
   return Cell(init_params=init_params, init_carry=init_carry,
               cell_apply=cell_apply, hidden_size=hidden_size,
               output_size=output_size, config=tuple(config.items()),

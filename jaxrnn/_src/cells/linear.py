@@ -29,8 +29,34 @@ from jaxrnn._src.engine import hooks
 Array = jax.Array
 
 
-def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
-                 input_init, bias_init, params_type) -> Cell:
+def linear_family(*, init_params, coefficients, hidden_size, outputs, project, check,
+                  input_size, config, check_inputs=None, init_carry=None,
+                  to_state=lambda h: h, from_state=lambda h: h, restart=None,
+                  window=None, output_size=None) -> Cell:
+  """The one constructor of the cells ``h_t = a_t ⊙ h_{t-1} + b_t``: `linear_cell`
+  and the built-in min_gru, min_lstm, lru, rg_lru and mamba.
+
+  ``project(params, xs) -> zx`` for any leading axes; ``coefficients(params,
+  zx) -> (a, b)``, ``outputs(params, hs, zx) -> ys`` and ``restart`` (see
+  `hooks.Linear`) on every step at once; ``window``, a short causal
+  convolution before the coefficients (`hooks.Linear`); ``to_state``/``from_state``
+  convert a carry that is not the state itself. The carry is zeros of
+  ``(hidden_size,)`` unless ``init_carry`` is given; the output size is the
+  hidden size unless ``output_size`` is given (None: set by params).
+  """
+  return common.build(
+      init_params=init_params,
+      init_carry=init_carry or common.zeros_carry(hidden_size), check=check,
+      input_size=input_size, check_inputs=check_inputs, project=project,
+      linear=hooks.Linear(coefficients=coefficients, to_state=to_state,
+                          from_state=from_state, outputs=outputs, restart=restart,
+                          window=window, name=config["kind"]),
+      hidden_size=hidden_size, output_size=output_size,
+      config=config)
+
+
+def _gated_linear(*, kind, hidden_size, num_blocks, coefficients, bias,
+                  input_init, bias_init, params_type) -> Cell:
   """A cell ``h_t = a_t ⊙ h_{t-1} + b_t`` with ``zx_t = x_t W_x + b``."""
   H = checks.check_positive_int(hidden_size, "hidden_size")
   bias = checks.check_bool(bias, "bias")
@@ -50,13 +76,10 @@ def _linear_cell(*, kind, hidden_size, num_blocks, coefficients, bias,
     checks.check_optional_array(params.b, (width,), "params.b", owner,
                                 present=bias, what="bias (bias=False)")
 
-  return common.build(
-      init_params=init_params, init_carry=common.zeros_carry(H), check=check,
-      project=common.project_b,
-      linear=hooks.Linear(coefficients=coefficients, to_state=lambda h: h,
-                          from_state=lambda h: h,
-                          outputs=lambda params, hs, zx: hs),
-      hidden_size=H, output_size=H,
+  return linear_family(
+      init_params=init_params, coefficients=coefficients, hidden_size=H,
+      outputs=lambda params, hs, zx: hs, project=common.project_b, check=check,
+      input_size=lambda params: params.W_x.shape[0], output_size=H,
       config=dict(kind=kind, hidden_size=H, bias=bias))
 
 
@@ -120,7 +143,7 @@ def min_gru(
     k_z, h_tilde = jnp.split(zx, 2, axis=-1)
     return jax.nn.sigmoid(-k_z), jax.nn.sigmoid(k_z) * h_tilde
 
-  return _linear_cell(
+  return _gated_linear(
       kind="min_gru", hidden_size=hidden_size, num_blocks=2,
       coefficients=coefficients, bias=bias, input_init=input_init,
       bias_init=bias_init, params_type=MinGRUParams)
@@ -175,7 +198,7 @@ def min_lstm(
     log_norm = jnp.logaddexp(log_f, log_i)
     return jnp.exp(log_f - log_norm), jnp.exp(log_i - log_norm) * h_tilde
 
-  return _linear_cell(
+  return _gated_linear(
       kind="min_lstm", hidden_size=hidden_size, num_blocks=3,
       coefficients=coefficients, bias=bias, input_init=input_init,
       bias_init=bias_init, params_type=MinLSTMParams)
@@ -315,16 +338,13 @@ def lru(
     return (checks.matmul(jnp.real(hs), params.C_re)
             - checks.matmul(jnp.imag(hs), params.C_im) + common.mul(x, params.D))
 
-  return common.build(
-      init_params=init_params, init_carry=common.zeros_carry(N, N, make=LRUState),
-      check=check, input_size=lambda params: params.B_re.shape[0],
-      project=project,
-      linear=hooks.Linear(
-          coefficients=coefficients,
-          to_state=lambda state: jax.lax.complex(state.re, state.im),
-          from_state=lambda h: LRUState(jnp.real(h), jnp.imag(h)),
-          outputs=outputs),
-      hidden_size=N, output_size=None,
+  return linear_family(
+      init_params=init_params, coefficients=coefficients, hidden_size=N,
+      outputs=outputs, project=project, check=check,
+      input_size=lambda params: params.B_re.shape[0],
+      init_carry=common.zeros_carry(N, N, make=LRUState),
+      to_state=lambda state: jax.lax.complex(state.re, state.im),
+      from_state=lambda h: LRUState(jnp.real(h), jnp.imag(h)),
       config=dict(kind="lru", hidden_size=N, r_min=r_min, r_max=r_max,
                   max_phase=max_phase))
 
@@ -408,11 +428,9 @@ def linear_cell(init_params, coefficients, hidden_size: int, *, output=None) -> 
 
   outputs = ((lambda params, hs, xs: hs) if output is None
              else _over_steps(lambda params, h, x: output(params, h, x)))
-  return common.build(
-      init_params=init_params, init_carry=common.zeros_carry(H), check=lambda params: None,
+  return linear_family(
+      init_params=init_params, coefficients=_over_steps(pair), hidden_size=H,
+      outputs=outputs, project=lambda params, xs: xs, check=lambda params: None,
       input_size=lambda params: None, check_inputs=check_inputs,
-      project=lambda params, xs: xs,
-      linear=hooks.Linear(coefficients=_over_steps(pair), to_state=lambda h: h,
-                          from_state=lambda h: h, outputs=outputs),
-      hidden_size=H, output_size=H if output is None else None,
+      output_size=H if output is None else None,
       config=dict(kind="linear_cell", hidden_size=H))

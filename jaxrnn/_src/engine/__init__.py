@@ -11,8 +11,12 @@
     backward pass. The forward loop's CPU layouts are in `inference.py`:
     outputs written by index and, when nothing is differentiated, inputs
     read by index, or the narrow form for narrow batches.
-  - ``linear`` and ``parallel`` (`linear.py`): min_gru, min_lstm and lru,
-    by a multiply-add scan or ``lax.associative_scan``.
+  - ``linear``, ``parallel`` and ``parallel_forward`` (`linear.py`): the
+    linear family (min_gru, min_lstm, lru, rg_lru, linear_cell), by a
+    multiply-add scan, by ``lax.associative_scan``, or by the associative
+    scan differentiated as the multiply-add scan.
+  - ``chunkwise`` (`chunkwise.py`): mlstm, a chunk of steps at a time
+    with matrix products (its ``method="parallel"``).
 
   Each supports lengths, reverse over the valid prefix, resets and chunked
   remat; the first two also recurrent dropout and zoneout (the linear
@@ -36,6 +40,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._src.engine import chunkwise as chunkwise_lib
 from jaxrnn._src.engine import fused as fused_lib
 from jaxrnn._src.engine import linear as linear_lib
 from jaxrnn._src.engine import reference
@@ -65,7 +70,9 @@ class Plan(NamedTuple):
 # xs, steps, initial, h_mask, zoneout) -> (ys, carry)``; each resolves
 # ``plan.unroll`` for ``xs``' steps with `settings.fit_unroll`.
 PATHS = {"reference": reference.run, "fused": fused_lib.run, "linear": linear_lib.run,
-         "parallel": partial(linear_lib.run, parallel=True)}
+         "parallel": partial(linear_lib.run, parallel=True),
+         "parallel_forward": partial(linear_lib.run, parallel="forward"),
+         "chunkwise": chunkwise_lib.run}
 
 
 def run(cell, hooks: Optional[Hooks], plan: Plan, params, carry, xs, steps: Steps, *,

@@ -14,6 +14,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
+from jaxrnn._src.engine import window as window_lib
+
 Array = jax.Array
 
 
@@ -53,13 +55,70 @@ class Linear(NamedTuple):
   ``coefficients(params, zx) -> (a, b)`` maps projected inputs ``zx: (T,
   ...)`` to ``a, b: (T, N)`` (complex for the LRU); ``to_state(carry) -> h``
   and ``from_state(h) -> carry`` convert the carry; ``outputs(params, hs,
-  zx) -> ys`` maps the states to outputs.
+  zx) -> ys`` maps the states to outputs. ``restart(params, zx) -> (a,
+  b)``, where given, are the coefficients of a segment's first step, which
+  starts from the initial carry (`rg_lru`: recurrentgemma's reset, ``a_t =
+  0`` before its normaliser); None: ``coefficients``, as on every step.
+  ``window``, where given, is a short causal convolution before the
+  coefficients (`window.Window`, `mamba`): ``coefficients`` and
+  ``outputs`` then read its ``convolve``'s output, and ``to_state`` and
+  ``from_state`` the carry without its buffer.
   """
 
   coefficients: Callable[[Any, Array], tuple[Array, Array]]
   to_state: Callable[[Any], Array]
   from_state: Callable[[Array], Any]
   outputs: Callable[[Any, Array, Array], Array]
+  restart: Optional[Callable[[Any, Array], tuple[Array, Array]]] = None
+  window: Optional[window_lib.Window] = None
+  name: str = ""  # the cell's key in `EngineSettings.parallel_min_steps`
+
+  def step(self, params, carry, zx_t, *, restart=False):
+    """One step, ``(carry, y)``; ``restart``: a segment's first step."""
+    buffer = None
+    if self.window is not None:  # the window: the carry's buffer, then this input
+      zx_t, carry, buffer = self.window.step(params, carry, zx_t)
+    coefficients = self.restart if restart and self.restart is not None else self.coefficients
+    a_t, b_t = coefficients(params, zx_t)
+    h_t = a_t * self.to_state(carry).astype(b_t.dtype) + b_t
+    carry = self.from_state(h_t)
+    if buffer is not None:
+      carry = self.window.join(buffer, carry)
+    return carry, self.outputs(params, h_t, zx_t)
+
+
+class Chunkwise(NamedTuple):
+  """A matrix memory with stabilised exponential gates from the input alone.
+
+  Per head, from a query and key ``q_t, k_t: (d,)``, a value ``v_t: (e,)``
+  and the scalar gates ``ĩ_t`` and ``log f_t``, all computed from the
+  input alone (`mlstm`)::
+
+    m_t = max(log f_t + m_{t-1}, ĩ_t)
+    C_t = exp(log f_t + m_{t-1} - m_t) C_{t-1} + exp(ĩ_t - m_t) k_t v_t^T
+    n_t = exp(log f_t + m_{t-1} - m_t) n_{t-1} + exp(ĩ_t - m_t) k_t
+    h_t = readout(q_t C_t, q_t · n_t, m_t)
+
+  The stabiliser ``m`` follows a max-plus recurrence of the inputs and
+  ``(C, n)`` a linear one given ``m``, so `chunkwise.run` evaluates chunks
+  of steps with matrix products. ``gates(params, zx) -> (q, k, v, i,
+  log_f)`` maps projected inputs ``zx`` (any leading axes, the cell's
+  pytree) to ``(..., K, d)``, ``(..., K, d)``, ``(..., K, e)``, ``(..., K)``
+  and ``(..., K)`` (K heads);
+  ``readout(numerator (..., K, e), denominator (..., K), m (..., K)) -> h
+  (..., K, e)``; ``outputs(params, h, zx) -> ys``; ``to_state(carry) -> (C,
+  n, m)`` and ``from_state(C, n, m) -> carry`` convert the carry.
+  ``chunk_size``: the steps per chunk; ``name``: the cell's key in
+  `EngineSettings.parallel_min_steps`.
+  """
+
+  gates: Callable[[Any, Array], tuple[Array, Array, Array, Array, Array]]
+  readout: Callable[[Array, Array, Array], Array]
+  outputs: Callable[[Any, Array, Array], Array]
+  to_state: Callable[[Any], tuple[Array, Array, Array]]
+  from_state: Callable[[Array, Array, Array], Any]
+  chunk_size: int = 64
+  name: str = ""
 
 
 class Hooks(NamedTuple):
@@ -78,8 +137,8 @@ class Hooks(NamedTuple):
   any leading axes (it checks both); ``step(params, carry, zx_t, h_mask) ->
   (carry, y)`` is the rest, with an optional variational dropout mask on
   the recurrent input. For every 1-D cell ``cell_apply(p, c, x) == step(p,
-  c, project(p, x), None)``. ``product`` and ``linear`` are the
-  decompositions the fast paths use.
+  c, project(p, x), None)``. ``product``, ``linear`` and ``chunkwise`` are
+  the decompositions the fast paths use.
   """
 
   check: Callable[[Any], None]
@@ -90,6 +149,7 @@ class Hooks(NamedTuple):
   step: Optional[Callable[..., tuple[Any, Array]]] = None
   product: Optional[Product] = None
   linear: Optional[Linear] = None
+  chunkwise: Optional[Chunkwise] = None
 
 
 _REGISTRY: "weakref.WeakKeyDictionary[Callable, Hooks]" = weakref.WeakKeyDictionary()

@@ -1,7 +1,11 @@
 """The engine for recurrences linear in the state: ``h_t = a_t ⊙ h_{t-1} + b_t``.
 
-The gates of all steps come from the input alone, so ``(a_t, b_t)`` are
-computed for every step before the recurrence runs. Pairs compose
+The gates of all steps come from the input alone, so ``(a_t, b_t)`` depend
+on no state: the associative scan computes them for every step before it
+runs, the multiply-add scan inside its loop, one step at a time, so that no
+coefficients of all steps are stored (its backward pass recomputes them).
+A cell with a causal window (`window.py`, `mamba`) reads its inputs through
+it first. Pairs compose
 associatively, ``(a_1, b_1) ∘ (a_2, b_2) = (a_1 a_2, a_2 b_1 + b_2)``, so the
 sequence can be evaluated with ``jax.lax.associative_scan`` in O(log T)
 depth (``parallel``) as well as by a ``jax.lax.scan`` whose step is one
@@ -13,6 +17,8 @@ step is the identity ``(1, 0)``, a reset step ``(0, a_t h_init + b_t)``, and
 the initial carry folds into the first step in scan order. Plain JAX
 throughout, so every transformation composes.
 """
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -26,46 +32,125 @@ def _combine(left, right):
   return a_l * a_r, a_r * b_l + b_r
 
 
+def _sequential(a, b, h0, *, reverse, unroll):
+  """Every step's state by a ``lax.scan`` whose step is one multiply-add."""
+
+  def step(h, coefficients_t):
+    a_t, b_t = coefficients_t
+    h = a_t * h + b_t
+    return h, h
+
+  return jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=unroll)[1]
+
+
+def _sequential_steps(pairs, inputs, h0, *, reverse, unroll):
+  """`_sequential` with each step's ``(a_t, b_t) = pairs(*inputs_t)`` made
+  inside the loop. The step is checkpointed: the backward pass recomputes
+  the coefficients and keeps only each step's state, where a whole
+  sequence's coefficients (and their cotangents) would be several arrays of
+  the states' size (`mamba`'s state is a matrix per step)."""
+
+  def step(h, inputs_t):
+    a_t, b_t = pairs(*inputs_t)
+    h = a_t * h + b_t
+    return h, h
+
+  return jax.lax.scan(jax.checkpoint(step, prevent_cse=False), h0, inputs, reverse=reverse,
+                      unroll=unroll)[1]
+
+
+def _associative(a, b, h0, reverse):
+  """Every step's state by ``lax.associative_scan``, O(log T) deep."""
+  first = a.shape[0] - 1 if reverse else 0
+  b = b.at[first].add(a[first] * h0)
+  return jax.lax.associative_scan(_combine, (a, b), reverse=reverse)[1]
+
+
+def _batch_major(*values):
+  """``values`` through a ``cond`` of identities, which lays them out batch
+  first under ``vmap``: a custom JVP's primal and rule must agree on it,
+  as JAX may take the rule's output batch axes from the primal's. (Times
+  one: a branch returning its inputs would be forwarded around the cond.)"""
+  same = lambda *v: jax.tree_util.tree_map(lambda x: x * jnp.ones((), x.dtype), v)
+  out = jax.lax.cond(True, same, same, *values)
+  return out[0] if len(values) == 1 else out
+
+
+def _forward_associative(sequential, reverse):
+  """`_associative`, differentiated as ``sequential`` (a custom JVP): the
+  ``parallel_derivatives=False`` form of `EngineSettings`."""
+
+  @jax.custom_jvp
+  def states(a, b, h0):
+    return _batch_major(_associative(a, b, h0, reverse))
+
+  @states.defjvp
+  def states_jvp(primals, tangents):
+    return _batch_major(*jax.jvp(sequential, primals, tangents))
+
+  return states
+
+
 def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout, *, parallel=False):
-  """The ``linear`` path of `engine.PATHS` (``parallel``: the ``parallel``
-  one): ``(ys, carry)``. ``cell``, ``h_mask`` and ``zoneout`` are unused:
+  """The ``linear`` path of `engine.PATHS` (``parallel=True``: the
+  ``parallel`` one; ``parallel="forward"``: ``parallel_forward``, the
+  associative scan differentiated as the sequential one): ``(ys, carry)``. ``cell``, ``h_mask`` and ``zoneout`` are unused:
   `jaxrnn.rnn` runs neither dropout nor zoneout on this path.
   """
   linear, reverse = hooks.linear, plan.reverse
   zx = hooks.project(params, xs)
-  a, b = linear.coefficients(params, zx)
-  num_steps = a.shape[0]
+  state, opened = carry, None
+  if linear.window is not None:  # the coefficients read each step's causal window
+    opened = linear.window.run(params, zx, carry, initial, steps, reverse)
+    zx, state, initial = opened.zx, opened.state, opened.initial
+
+  def to_carry(h, last):
+    """The carry of state ``h``: the last step's (``last``) or every step's."""
+    if opened is None:
+      return linear.from_state(h)
+    return linear.window.join(opened.last if last else opened.buffers, linear.from_state(h))
+
+  h_init = None if steps.reset is None else linear.to_state(initial)
+
+  def pairs(zx, valid, reset):
+    """``(a, b)`` of the steps ``zx`` (all of them, or one), with padding
+    and resets mapped onto them."""
+    a, b = linear.coefficients(params, zx)
+    flags = lambda m: m.reshape(m.shape + (1,) * (a.ndim - m.ndim))
+    if valid is not None:
+      a = jnp.where(flags(valid), a, jnp.ones((), a.dtype))
+      b = jnp.where(flags(valid), b, jnp.zeros((), b.dtype))
+    if reset is not None:
+      a_r, b_r = (a, b) if linear.restart is None else linear.restart(params, zx)
+      h = h_init.astype(b.dtype)
+      b = jnp.where(flags(reset), a_r * h.reshape((1,) * (b.ndim - h.ndim) + h.shape) + b_r, b)
+      a = jnp.where(flags(reset), jnp.zeros((), a.dtype), a)
+    return a, b
+
+  num_steps = zx.shape[0]
   if num_steps == 0:
+    _, b = linear.coefficients(params, zx)
     ys = linear.outputs(params, b, zx)
-    return ((ys, linear.from_state(b)) if plan.carries else ys), carry
-  column = lambda m: m.reshape((num_steps,) + (1,) * (a.ndim - 1))
-  if steps.valid is not None:
-    valid = column(steps.valid)
-    a = jnp.where(valid, a, jnp.ones((), a.dtype))
-    b = jnp.where(valid, b, jnp.zeros((), b.dtype))
-  if steps.reset is not None:
-    reset = column(steps.reset)
-    h_init = linear.to_state(initial).astype(b.dtype)
-    b = jnp.where(reset, a * h_init[None] + b, b)
-    a = jnp.where(reset, jnp.zeros((), a.dtype), a)
-  h0 = linear.to_state(carry).astype(b.dtype)
+    return ((ys, to_carry(b, False)) if plan.carries else ys), carry
+  unroll, _ = settings_lib.fit_unroll(plan.unroll, settings_lib.current(), num_steps)
   if parallel:
-    first = num_steps - 1 if reverse else 0
-    b = b.at[first].add(a[first] * h0)
-    _, hs = jax.lax.associative_scan(_combine, (a, b), reverse=reverse)
+    a, b = pairs(zx, steps.valid, steps.reset)
+    h0 = linear.to_state(state).astype(b.dtype)
+    if parallel == "forward":
+      sequential = partial(_sequential, reverse=reverse, unroll=unroll)
+      hs = _forward_associative(sequential, reverse)(a, b, h0)
+    else:
+      hs = _associative(a, b, h0, reverse)
   else:
-
-    def step(h, coefficients_t):
-      a_t, b_t = coefficients_t
-      h = a_t * h + b_t
-      return h, h
-
-    unroll, _ = settings_lib.fit_unroll(plan.unroll, settings_lib.current(), num_steps)
-    _, hs = jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=unroll)
+    # The states' dtype (complex for lru) from one step traced, unused, so
+    # compiled away.
+    h0 = linear.to_state(state).astype(pairs(zx[0], None, None)[1].dtype)
+    hs = _sequential_steps(pairs, (zx, steps.valid, steps.reset), h0, reverse=reverse,
+                           unroll=unroll)
   ys = linear.outputs(params, hs, zx)
   if plan.carries:
-    ys = (ys, linear.from_state(hs))
+    ys = (ys, to_carry(hs, False))
   if steps.valid is not None:
     ys = steps_lib.zero_unless(steps.valid, ys)
   final = hs[0] if reverse else hs[-1]
-  return ys, linear.from_state(final)
+  return ys, to_carry(final, True)

@@ -33,18 +33,21 @@ def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout):
   Without masks this is a plain ``lax.scan`` (`steps.masked` builds no
   masking code for absent masks).
   """
+  restart = None
   if hooks is None:
     cell_step, inputs = partial(cell.cell_apply, params), xs
   else:
     cell_step = lambda c, zx_t: hooks.step(params, c, zx_t, h_mask)
     inputs = hooks.project(params, xs)
+    if hooks.linear is not None and hooks.linear.restart is not None:
+      restart = lambda c, zx_t: hooks.linear.step(params, c, zx_t, restart=True) + (None,)
 
   def step(c, x_t):
     new_c, y = cell_step(c, x_t)
     return new_c, y, None
 
   unroll, _ = settings_lib.fit_unroll(plan.unroll, settings_lib.current(), xs.shape[0])
-  body = steps_lib.masked(step, initial, zoneout, plan.carries)
+  body = steps_lib.masked(step, initial, zoneout, plan.carries, restart)
   carry, (ys, _) = jax.lax.scan(body, carry, (tuple(steps), inputs),
                                 reverse=plan.reverse, unroll=unroll)
   return ys, carry

@@ -11,7 +11,9 @@ through `current`, which honours `engine_settings` overrides.
 import contextlib
 import contextvars
 import functools
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +41,17 @@ class EngineSettings(NamedTuple):
       instead: the input projection hoisted, inputs and outputs stacked
       time-major and one step per iteration. 0: never.
     parallel_min_steps: the shortest sequence for which ``method="auto"``
-      evaluates a linear-recurrence cell (`min_gru`, `min_lstm`, `lru`)
-      with ``jax.lax.associative_scan``; None: never. None wherever the
-      crossover was not measured.
+      evaluates a cell of the linear family (`min_gru`, `min_lstm`, `lru`,
+      `rg_lru`, `mamba`, `linear_cell`) with ``jax.lax.associative_scan``,
+      and `mlstm` with its chunkwise form (``method="parallel"``): an
+      int for every such cell, a mapping from a cell's kind (``kind`` in
+      its ``config``) to an int or None for each (kinds absent: never), or
+      None: never. Where a backend's default gives a cell no crossover, none
+      was found or none was measured (benchmarks/README.md).
+    parallel_derivatives: whether a layer that ``method="auto"`` runs by
+      the associative scan is also differentiated by it (True), or by the
+      multiply-add scan (False: a custom JVP, so the forward pass alone
+      takes the associative scan).
     wavefront_remat: the diagonals per checkpointed chunk of `jaxrnn.rnn2d`'s
       wavefront when its ``remat`` is None (1: every diagonal; the backward
       pass keeps each diagonal's carries and recomputes its gates); None:
@@ -57,7 +67,8 @@ class EngineSettings(NamedTuple):
   hoist_inputs: bool
   in_place: bool
   narrow_max_batch: int
-  parallel_min_steps: Optional[int]
+  parallel_min_steps: Union[None, int, Mapping[str, Optional[int]]]
+  parallel_derivatives: bool
   wavefront_remat: Optional[int]
   wavefront_segments: int
   wavefront_min_width: int
@@ -68,12 +79,15 @@ class EngineSettings(NamedTuple):
 # and its scans per ramp as on the CPU. wavefront_min_width=16, here and
 # below, is a choice, not a measurement.
 UNMEASURED = EngineSettings(unroll=(1, 1), hoist_inputs=False, in_place=False,
-                            narrow_max_batch=0, parallel_min_steps=None, wavefront_remat=None,
+                            narrow_max_batch=0, parallel_min_steps=None,
+                            parallel_derivatives=True, wavefront_remat=None,
                             wavefront_segments=4, wavefront_min_width=16)
 DEFAULTS: dict[str, EngineSettings] = {
     # Measured on 2 CPU cores.
     "cpu": EngineSettings(unroll=(4, 1), hoist_inputs=False, in_place=True,
-                          narrow_max_batch=4, parallel_min_steps=None, wavefront_remat=1,
+                          narrow_max_batch=4, parallel_min_steps=MappingProxyType(
+                              {"rg_lru": 256, "mlstm": 1}),
+                          parallel_derivatives=False, wavefront_remat=1,
                           wavefront_segments=4, wavefront_min_width=16),
     # Measured on one H100, with the engine before this one: unroll and
     # hoist_inputs. The rest not measured: UNMEASURED's (outputs stacked, as
@@ -88,6 +102,12 @@ _OVERRIDES: contextvars.ContextVar[dict] = contextvars.ContextVar(
 
 # The table's backends as `jax.lax.platform_dependent` names the platforms.
 _PLATFORMS = {"cpu": ("cpu",), "gpu": ("cuda", "rocm")}
+
+
+def parallel_min_steps(settings: EngineSettings, kind: str) -> Optional[int]:
+  """``settings.parallel_min_steps`` for the cell of kind ``kind``."""
+  value = settings.parallel_min_steps
+  return value.get(kind) if isinstance(value, Mapping) else value
 
 
 def current() -> EngineSettings:
@@ -117,6 +137,12 @@ def _per_platform() -> dict[str, EngineSettings]:
   return {**settings, "default": UNMEASURED._replace(**overrides)}
 
 
+def _all_equal(values) -> bool:
+  # By ==, not by hashing: parallel_min_steps may be a mapping.
+  values = list(values)
+  return all(v == values[0] for v in values[1:])
+
+
 def by_platform(fn: Callable[..., Any], *args: Any) -> Any:
   """``fn(settings, *args)`` with the settings of the platform the program
   is lowered for.
@@ -130,7 +156,7 @@ def by_platform(fn: Callable[..., Any], *args: Any) -> Any:
   batch-major; `laid_out_as_by_platform` gives other values that layout.
   """
   settings = _per_platform()
-  if len(set(settings.values())) == 1:
+  if _all_equal(settings.values()):
     return fn(settings["default"], *args)
   return jax.lax.platform_dependent(
       *args, **{platform: functools.partial(fn, s) for platform, s in settings.items()})
@@ -146,7 +172,7 @@ def laid_out_as_by_platform(*values: Any) -> tuple:
   from the primal's, so the two must agree.
   """
   settings = _per_platform()
-  if len(set(settings.values())) == 1:
+  if _all_equal(settings.values()):
     return values
   # Times one: a branch that returned its inputs would be forwarded around
   # the cond, keeping their layout.
@@ -198,8 +224,17 @@ def engine_settings(**overrides) -> Iterator[EngineSettings]:
   narrow = overrides.get("narrow_max_batch", 0)
   if isinstance(narrow, bool) or not isinstance(narrow, int) or narrow < 0:
     raise ValueError(f"narrow_max_batch: expected an int >= 0, got {narrow!r}")
+  if isinstance(overrides.get("parallel_min_steps"), Mapping):
+    for kind, steps in overrides["parallel_min_steps"].items():
+      if steps is not None:
+        checks.check_positive_int(steps, f"parallel_min_steps[{kind!r}]")
+    overrides["parallel_min_steps"] = MappingProxyType(dict(overrides["parallel_min_steps"]))
+  if "parallel_derivatives" in overrides:
+    checks.check_bool(overrides["parallel_derivatives"], "parallel_derivatives")
   optional = ("parallel_min_steps", "wavefront_remat")  # None allowed
   for name in optional + ("wavefront_segments", "wavefront_min_width"):
+    if isinstance(overrides.get(name), Mapping) and name == "parallel_min_steps":
+      continue
     if name in overrides and not (overrides[name] is None and name in optional):
       checks.check_positive_int(overrides[name], name)
   token = _OVERRIDES.set({**_OVERRIDES.get(), **overrides})

@@ -92,12 +92,14 @@ def zero_unless(mask, tree):
       lambda v: jnp.where(_on_trailing_axes(mask, v), v, jnp.zeros((), v.dtype)), tree)
 
 
-def masked(step, initial=None, zoneout: Optional[Zoneout] = None, carries: bool = False):
+def masked(step, initial=None, zoneout: Optional[Zoneout] = None, carries: bool = False,
+           restart=None):
   """Wraps ``step(carry, x_t) -> (carry, y, aux)`` as a masked scan body.
 
   The body takes ``(carry, (steps_t, x_t))`` with ``steps_t`` a `Steps` of
   one step's entries. Before the step a reset restarts the carry from
-  ``initial``; after it zoneout mixes old and new carries; on padding the
+  ``initial`` (and a segment's first step is ``restart``, where a cell
+  gives one, `hooks.Linear.restart`); after it zoneout mixes old and new carries; on padding the
   carry passes through unchanged and ``y`` is zero (``aux`` is left as the
   step made it). With ``carries`` the output is ``(y, carry)``, the carry
   after the step (zero on padding, like ``y``). The same wrapper masks a
@@ -110,6 +112,8 @@ def masked(step, initial=None, zoneout: Optional[Zoneout] = None, carries: bool 
     if reset_t is not None:
       c = select(reset_t, initial, c)
     new_c, y, aux = step(c, x_t)
+    if restart is not None and reset_t is not None:
+      new_c, y, aux = select(reset_t, restart(c, x_t), (new_c, y, aux))
     if zoneout is not None:
       new_c, y = zoneout.mix(zone_t, c, new_c)
     if carries:

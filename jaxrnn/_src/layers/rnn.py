@@ -121,11 +121,24 @@ def _path(hooks, method: str, num_steps: int, zoneout: bool) -> str:
   # Neither linear loop mixes carries per step: zoneout takes the reference.
   if method == "reference" or hooks is None or (hooks.linear is not None and zoneout):
     return "reference"
+  settings = settings_lib.current()
+
+  def crossed(name):  # "auto" past the cell's crossover
+    threshold = settings_lib.parallel_min_steps(settings, name)
+    if method != "auto" or threshold is None:
+      return False
+    # A symbolic T (jax.export) is at least 1, and otherwise unknown.
+    return num_steps >= threshold if isinstance(num_steps, int) else threshold == 1
+
+  if hooks.chunkwise is not None:
+    return "chunkwise" if method == "parallel" or crossed(hooks.chunkwise.name) else "reference"
   if hooks.linear is None:
     return "fused" if hooks.product is not None else "reference"
-  threshold = settings_lib.current().parallel_min_steps
-  crossed = method == "auto" and threshold is not None and num_steps >= threshold
-  return "parallel" if method == "parallel" or crossed else "linear"
+  if method == "parallel":
+    return "parallel"
+  if crossed(hooks.linear.name):
+    return "parallel" if settings.parallel_derivatives else "parallel_forward"
+  return "linear"
 
 
 def rnn(
@@ -171,11 +184,14 @@ def rnn(
       supports every option and every JAX transformation:
 
       * ``"auto"`` (default): ``"sequential"``, or for the cells whose
-        recurrence is linear in the state (`min_gru`, `min_lstm`, `lru`)
-        ``"parallel"`` when T is at least the crossover measured for the
-        backend (`engine_settings`' ``parallel_min_steps``). None was
-        found on the CPU, and none has been measured elsewhere: ``"auto"``
-        is sequential on every backend until one is.
+        recurrence is linear in the state (`min_gru`, `min_lstm`, `lru`,
+        `rg_lru`, `linear_cell`) the associative scan when T is at least
+        the cell's crossover measured for the backend (`engine_settings`'
+        ``parallel_min_steps``, per cell kind); on the CPU only its forward
+        pass, differentiated as the sequential scan
+        (``parallel_derivatives=False``: its backward pass measured
+        slower). No crossover has been measured off the CPU: there
+        ``"auto"`` is sequential until one is.
       * ``"sequential"``: ``jax.lax.scan`` with the cell's fastest step.
         For the built-in cells with one recurrent product (`elman`,
         `lstm`, `gru` with ``reset_after=True``, `conv_lstm`) this is the
@@ -250,12 +266,14 @@ def rnn(
     remat = checks.check_positive_int(remat, "remat")
   if method not in METHODS:
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-  if method == "parallel" and (hooks is None or hooks.linear is None):
+  if method == "parallel" and (hooks is None or (hooks.linear is None
+                                                 and hooks.chunkwise is None)):
     raise ValueError(
         "method: 'parallel' needs a cell whose recurrence is linear in the "
         "state (jaxrnn.min_gru, min_lstm, lru); this cell runs sequentially")
   recurrent_dropout = checks.check_rate(recurrent_dropout, "recurrent_dropout")
-  if recurrent_dropout and (hooks is None or hooks.linear is not None):
+  if recurrent_dropout and (hooks is None or hooks.linear is not None
+                            or hooks.chunkwise is not None):
     raise ValueError(
         "recurrent_dropout: this cell has no recurrent product to drop "
         "inputs of (user cells and the linear cells min_gru, min_lstm, lru)")
