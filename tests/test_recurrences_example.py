@@ -14,6 +14,7 @@ def example():
   return runpy.run_path(str(EXAMPLES / "recurrences_lm.py"))
 
 
+@pytest.mark.slow
 def test_widths_meet_the_parameter_budget(example):
   """Traced only: each cell's width gives the count nearest the budget,
   within one width step of it."""

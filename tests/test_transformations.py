@@ -202,6 +202,7 @@ SECOND_ORDER = ("value", "value_and_grad", "jvp", "hvp", "grad_of_grad", "checkp
 # here its unroll of 4 in both scans meets the value and the HVP (the
 # forward scan, the tangent scan and its transpose).
 FIRST_ORDER = ("value", "value_and_grad", "jvp", "vmap_of_grad", "hvp")
+MODES = ("value", "value_and_grad", "jvp", "hvp")
 CASES = (
     [("lstm", True, "defaults", EVERY),
      ("gru", False, "defaults", EVERY),
@@ -220,15 +221,16 @@ CASES = (
      # sequential scan's tangent) meets the transformations that reach a
      # custom rule: second order, jax.checkpoint, and vmap over params.
      ("min_gru_rg_lru", True, "parallel-forward", SECOND_ORDER + ("vmap_over_params",)),
-     # Each path of today's recurrences meets the transformations of first
-     # order and the Hessian-vector product: the fused path (whose custom JVP
-     # meets every transformation above) with the sLSTM's block-diagonal
-     # product and hand-written tangent; the mLSTM's chunkwise form and
-     # Mamba's causal window with the linear engine's checkpointed
-     # multiply-add scan, reversed over the valid prefix (both plain JAX).
-     ("slstm", True, "defaults", FIRST_ORDER),
-     ("mlstm", True, "chunkwise", FIRST_ORDER),
-     ("mamba_reverse", True, "defaults", FIRST_ORDER)])
+     # Each path of today's recurrences meets forward and reverse mode and
+     # the Hessian-vector product (their own tests run them under jit(vmap)):
+     # the fused path (whose custom JVP meets every transformation above)
+     # with the sLSTM's block-diagonal product and hand-written tangent; the
+     # mLSTM's chunkwise form and Mamba's causal window with the linear
+     # engine's checkpointed multiply-add scan, reversed over the valid
+     # prefix (both plain JAX).
+     ("slstm", True, "defaults", MODES),
+     ("mlstm", True, "chunkwise", MODES),
+     ("mamba_reverse", True, "defaults", MODES)])
 
 
 def _all_of(layer, transforms, lengths, names):
