@@ -185,22 +185,23 @@ def rnn(
 
       * ``"auto"`` (default): ``"sequential"``, or for the cells whose
         recurrence is linear in the state (`min_gru`, `min_lstm`, `lru`,
-        `rg_lru`, `linear_cell`) the associative scan when T is at least
-        the cell's crossover measured for the backend (`engine_settings`'
-        ``parallel_min_steps``, per cell kind); on the CPU only its forward
-        pass, differentiated as the sequential scan
-        (``parallel_derivatives=False``: its backward pass measured
-        slower). No crossover has been measured off the CPU: there
-        ``"auto"`` is sequential until one is.
+        `rg_lru`, `mamba`, `linear_cell`) and for `mlstm` ``"parallel"``
+        when T is at least the cell's crossover measured for the backend
+        (`engine_settings`' ``parallel_min_steps``, per cell kind; on the
+        CPU `rg_lru` from 256 steps, `mlstm` always). The associative scan
+        then runs the forward pass only, differentiated as the sequential
+        scan, where ``parallel_derivatives`` is False (the CPU: its
+        backward pass measured slower). No crossover has been measured off
+        the CPU: there ``"auto"`` is sequential until one is.
       * ``"sequential"``: ``jax.lax.scan`` with the cell's fastest step.
         For the built-in cells with one recurrent product (`elman`,
-        `lstm`, `gru` with ``reset_after=True``, `conv_lstm`) this is the
+        `lstm`, `gru` with ``reset_after=True``, `conv_lstm`, `slstm`) this is the
         fused path: a custom JVP whose transpose is a fused backward pass
         (the backward scan carries only the recurrent data gradient; the
         weight gradients are single large products after it). The linear
         cells run a multiply-add scan; other cells the reference scan.
-      * ``"parallel"``: ``jax.lax.associative_scan``, O(log T) depth; only
-        for the linear cells.
+      * ``"parallel"``: ``jax.lax.associative_scan``, O(log T) depth, for
+        the linear cells; for `mlstm` its chunkwise-parallel form.
       * ``"reference"``: the masked ``lax.scan`` of ``cell_apply``
         differentiated by JAX; the specification of the layer (the only
         method for user cells).
