@@ -126,8 +126,8 @@ def test_forward_mode_and_the_bounded_derivative():
   layer = jaxrnn.rnn(jaxrnn.rg_lru(H, num_heads=K), method="parallel")
   loss = lambda p: jnp.sum(jnp.sin(layer.apply(p, xs[0], carry=h0[0])[0]))
   tangent = ref.random_like(params, seed=4)
-  _, jvp = jax.jit(lambda p, v: jax.jvp(loss, (p,), (v,)))(params, tangent)
-  grad = jax.grad(loss)(params)
+  (_, jvp), grad = jax.jit(lambda p, v: (jax.jvp(loss, (p,), (v,)), jax.grad(loss)(p)))(
+      params, tangent)
   want = sum(jnp.vdot(g, v) for g, v in zip(jax.tree_util.tree_leaves(grad),
                                              jax.tree_util.tree_leaves(tangent)))
   np.testing.assert_allclose(jvp, want, rtol=1e-4)

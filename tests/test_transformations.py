@@ -54,9 +54,8 @@ LAYERS = {
         jaxrnn.rnn(jaxrnn.gru(H), **o),
         jaxrnn.bidirectional(jaxrnn.elman(H), jaxrnn.lstm(H), **o),
         jaxrnn.readout(2)),
-    # The linear family: min_gru maps D inputs to the H that the RG-LRU needs.
-    "min_gru_rg_lru": lambda **o: jaxrnn.stack(jaxrnn.rnn(jaxrnn.min_gru(H), **o),
-                                               jaxrnn.rnn(jaxrnn.rg_lru(H), **o)),
+    # The linear family (an RG-LRU is as wide as its input).
+    "rg_lru": lambda **o: jaxrnn.rnn(jaxrnn.rg_lru(D), **o),
     "mamba_reverse": lambda **o: jaxrnn.rnn(jaxrnn.mamba(D, d_state=2, d_conv=3), reverse=True,
                                             **o),
     "slstm": lambda **o: jaxrnn.rnn(jaxrnn.slstm(H, num_heads=3), **o),
@@ -203,6 +202,9 @@ SECOND_ORDER = ("value", "value_and_grad", "jvp", "hvp", "grad_of_grad", "checkp
 # forward scan, the tangent scan and its transpose).
 FIRST_ORDER = ("value", "value_and_grad", "jvp", "vmap_of_grad", "hvp")
 MODES = ("value", "value_and_grad", "jvp", "hvp")
+# A path of plain JAX (no custom rule, no loop of its own for inference):
+# reverse mode, its value included, and forward over reverse.
+PLAIN_MODES = ("value_and_grad", "hvp")
 CASES = (
     [("lstm", True, "defaults", EVERY),
      ("gru", False, "defaults", EVERY),
@@ -220,17 +222,17 @@ CASES = (
      # The linear engine's custom JVP (the associative scan's primal, the
      # sequential scan's tangent) meets the transformations that reach a
      # custom rule: second order, jax.checkpoint, and vmap over params.
-     ("min_gru_rg_lru", True, "parallel-forward", SECOND_ORDER + ("vmap_over_params",)),
-     # Each path of today's recurrences meets forward and reverse mode and
-     # the Hessian-vector product (their own tests run them under jit(vmap)):
+     ("rg_lru", True, "parallel-forward", SECOND_ORDER + ("vmap_over_params",)),
+     # Each path of today's recurrences meets reverse mode and the
+     # Hessian-vector product (their own tests run them under jit(vmap)):
      # the fused path (whose custom JVP meets every transformation above)
-     # with the sLSTM's block-diagonal product and hand-written tangent; the
-     # mLSTM's chunkwise form and Mamba's causal window with the linear
-     # engine's checkpointed multiply-add scan, reversed over the valid
-     # prefix (both plain JAX).
+     # with the sLSTM's block-diagonal product and hand-written tangent, and
+     # forward mode and the inference loop as well; the mLSTM's chunkwise
+     # form and Mamba's causal window with the linear engine's checkpointed
+     # multiply-add scan, reversed over the valid prefix (both plain JAX).
      ("slstm", True, "defaults", MODES),
-     ("mlstm", True, "chunkwise", MODES),
-     ("mamba_reverse", True, "defaults", MODES)])
+     ("mlstm", True, "chunkwise", PLAIN_MODES),
+     ("mamba_reverse", True, "defaults", PLAIN_MODES)])
 
 
 def _all_of(layer, transforms, lengths, names):
@@ -453,11 +455,10 @@ def test_the_in_place_loop_matches_a_python_loop(x64, read_in_place):
   for num_steps, unroll, reverse in itertools.product((6, 7), (1, 3, 4), (False, True)):
     xs = jnp.asarray(rng.standard_normal((2, num_steps, 2)))
     carry = jnp.asarray([0.3, -0.2])
-    got = jax.jit(jax.vmap(lambda c, x: inference.scan(
-        body, c, x, reverse=reverse, unroll=unroll, read_in_place=read_in_place)))(carry, xs)
+    scan = lambda c, x: inference.scan(body, c, x, reverse=reverse, unroll=unroll,
+                                       read_in_place=read_in_place)
+    got, one = jax.jit(lambda c, x: (jax.vmap(scan)(c, x), scan(c[0], x[0])))(carry, xs)
     want = [python_loop(carry[b], xs[b], reverse) for b in range(2)]
-    one = inference.scan(body, carry[0], xs[0], reverse=reverse, unroll=unroll,
-                         read_in_place=read_in_place)
     for g, w, o in zip(tree_leaves(got), tree_leaves(tree_map(lambda *a: jnp.stack(a), *want)),
                        tree_leaves(one)):
       np.testing.assert_allclose(g, w, rtol=1e-14, atol=1e-14,

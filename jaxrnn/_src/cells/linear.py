@@ -128,9 +128,9 @@ def min_gru(
     >>> layer = jaxrnn.rnn(jaxrnn.min_gru(4), method="parallel")
     >>> params = layer.init_params(jax.random.key(0), 3)
     >>> xs = jax.random.normal(jax.random.key(1), (9, 3))
-    >>> ys, h = layer.apply(params, xs, length=7)
-    >>> seq, _ = jaxrnn.rnn(jaxrnn.min_gru(4), method="sequential").apply(
-    ...     params, xs, length=7)
+    >>> ys, h = jax.jit(layer.apply)(params, xs, length=7)
+    >>> sequential = jaxrnn.rnn(jaxrnn.min_gru(4), method="sequential")
+    >>> seq, _ = jax.jit(sequential.apply)(params, xs, length=7)
     >>> ys.shape, bool(jnp.allclose(ys, seq, atol=1e-6))
     ((9, 4), True)
 
@@ -263,7 +263,7 @@ def lru(
     >>> import jax, jax.numpy as jnp, jaxrnn
     >>> layer = jaxrnn.rnn(jaxrnn.lru(8, r_min=0.9, r_max=0.999))
     >>> params = layer.init_params(jax.random.key(0), 3)
-    >>> ys, state = layer.apply(params, jnp.ones((5, 3)))
+    >>> ys, state = jax.jit(layer.apply)(params, jnp.ones((5, 3)))
     >>> ys.shape, state.re.shape
     ((5, 3), (8,))
 
@@ -400,8 +400,8 @@ def linear_cell(init_params, coefficients, hidden_size: int, *, output=None) -> 
     >>> layer = jaxrnn.rnn(cell, method="parallel")
     >>> params = layer.init_params(jax.random.key(0), 3)
     >>> xs = jax.random.normal(jax.random.key(1), (6, 3))
-    >>> ys, h = layer.apply(params, xs, length=5)
-    >>> loop, _ = jaxrnn.rnn(cell, method="reference").apply(params, xs, length=5)
+    >>> ys, h = jax.jit(layer.apply)(params, xs, length=5)
+    >>> loop, _ = jax.jit(jaxrnn.rnn(cell, method="reference").apply)(params, xs, length=5)
     >>> bool(jnp.allclose(ys, loop, atol=1e-6)), bool(jnp.allclose(h, ys[4]))
     (True, True)
   """

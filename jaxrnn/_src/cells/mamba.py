@@ -121,10 +121,10 @@ def mamba(
     >>> layer = jaxrnn.rnn(cell, method="parallel")
     >>> params = layer.init_params(jax.random.key(0), 8)
     >>> xs = jax.random.normal(jax.random.key(1), (6, 8))
-    >>> ys, state = layer.apply(params, xs, length=5)
+    >>> ys, state = jax.jit(layer.apply)(params, xs, length=5)
     >>> ys.shape, state.conv.shape, state.ssm.shape
     ((6, 8), (3, 16), (16, 4))
-    >>> loop, last = jaxrnn.rnn(cell, method="reference").apply(params, xs, length=5)
+    >>> loop, last = jax.jit(jaxrnn.rnn(cell, method="reference").apply)(params, xs, length=5)
     >>> bool(jnp.allclose(ys, loop, atol=1e-5)), bool(jnp.allclose(state.ssm, last.ssm, atol=1e-5))
     (True, True)
 

@@ -197,8 +197,9 @@ def mlstm(hidden_size: int, *, num_heads: int = 1) -> Cell:
     >>> carry.C.shape, carry.n.shape, carry.m.shape, y.shape
     ((2, 4, 4), (2, 4), (2,), (8,))
     >>> xs = jax.random.normal(jax.random.key(1), (100, 3))
-    >>> ys, c = jaxrnn.rnn(cell, method="parallel").apply(params, xs, length=90)
-    >>> ys_seq, c_seq = jaxrnn.rnn(cell, method="sequential").apply(params, xs, length=90)
+    >>> run = lambda method: jax.jit(jaxrnn.rnn(cell, method=method).apply)
+    >>> ys, c = run("parallel")(params, xs, length=90)
+    >>> ys_seq, c_seq = run("sequential")(params, xs, length=90)
     >>> bool(jnp.allclose(ys, ys_seq, atol=1e-5)), bool(jnp.allclose(c.C, c_seq.C, atol=1e-5))
     (True, True)
 

@@ -89,9 +89,9 @@ def rg_lru(
     >>> params = layer.init_params(jax.random.key(0), 8)
     >>> xs = jax.random.normal(jax.random.key(1), (6, 8))
     >>> reset = jnp.array([True, False, False, True, False, False])
-    >>> ys, h = layer.apply(params, xs, reset=reset)
-    >>> seq, _ = jaxrnn.rnn(jaxrnn.rg_lru(8, num_heads=2),
-    ...                     method="sequential").apply(params, xs, reset=reset)
+    >>> ys, h = jax.jit(layer.apply)(params, xs, reset=reset)
+    >>> sequential = jaxrnn.rnn(jaxrnn.rg_lru(8, num_heads=2), method="sequential")
+    >>> seq, _ = jax.jit(sequential.apply)(params, xs, reset=reset)
     >>> ys.shape, bool(jnp.allclose(ys, seq, atol=1e-6))
     ((6, 8), True)
 

@@ -18,8 +18,6 @@ the initial carry folds into the first step in scan order. Plain JAX
 throughout, so every transformation composes.
 """
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
@@ -32,23 +30,13 @@ def _combine(left, right):
   return a_l * a_r, a_r * b_l + b_r
 
 
-def _sequential(a, b, h0, *, reverse, unroll):
-  """Every step's state by a ``lax.scan`` whose step is one multiply-add."""
-
-  def step(h, coefficients_t):
-    a_t, b_t = coefficients_t
-    h = a_t * h + b_t
-    return h, h
-
-  return jax.lax.scan(step, h0, (a, b), reverse=reverse, unroll=unroll)[1]
-
-
 def _sequential_steps(pairs, inputs, h0, *, reverse, unroll):
-  """`_sequential` with each step's ``(a_t, b_t) = pairs(*inputs_t)`` made
-  inside the loop. The step is checkpointed: the backward pass recomputes
-  the coefficients and keeps only each step's state, where a whole
-  sequence's coefficients (and their cotangents) would be several arrays of
-  the states' size (`mamba`'s state is a matrix per step)."""
+  """Every step's state by a ``lax.scan`` whose step is one multiply-add,
+  with each step's ``(a_t, b_t) = pairs(*inputs_t)`` made inside the loop.
+  The step is checkpointed: the backward pass recomputes the coefficients
+  and keeps only each step's state, where a whole sequence's coefficients
+  (and their cotangents) would be several arrays of the states' size
+  (`mamba`'s state is a matrix per step)."""
 
   def step(h, inputs_t):
     a_t, b_t = pairs(*inputs_t)
@@ -76,13 +64,22 @@ def _batch_major(*values):
   return out[0] if len(values) == 1 else out
 
 
-def _forward_associative(sequential, reverse):
-  """`_associative`, differentiated as ``sequential`` (a custom JVP): the
-  ``parallel_derivatives=False`` form of `EngineSettings`."""
+def _forward_associative(pairs, reverse, unroll):
+  """The states of the coefficients ``pairs(params, h_init, zx, valid,
+  reset)`` by `_associative`, differentiated as `_sequential_steps` (a
+  custom JVP): the ``parallel_derivatives=False`` form of `EngineSettings`.
+  The rule is the whole multiply-add scan's, coefficients included, so that
+  its linearisation, like the sequential path's, keeps one state per step
+  and recomputes the coefficients in the backward loop."""
 
   @jax.custom_jvp
-  def states(a, b, h0):
+  def states(params, h_init, zx, valid, reset, h0):
+    a, b = pairs(params, h_init, zx, valid, reset)
     return _batch_major(_associative(a, b, h0, reverse))
+
+  def sequential(params, h_init, zx, valid, reset, h0):
+    step = lambda *inputs_t: pairs(params, h_init, *inputs_t)
+    return _sequential_steps(step, (zx, valid, reset), h0, reverse=reverse, unroll=unroll)
 
   @states.defjvp
   def states_jvp(primals, tangents):
@@ -112,9 +109,9 @@ def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout, *
 
   h_init = None if steps.reset is None else linear.to_state(initial)
 
-  def pairs(zx, valid, reset):
+  def pairs(params, h_init, zx, valid, reset):
     """``(a, b)`` of the steps ``zx`` (all of them, or one), with padding
-    and resets mapped onto them."""
+    and resets (from state ``h_init``) mapped onto them."""
     a, b = linear.coefficients(params, zx)
     flags = lambda m: m.reshape(m.shape + (1,) * (a.ndim - m.ndim))
     if valid is not None:
@@ -133,19 +130,17 @@ def run(cell, hooks, plan, params, carry, xs, steps, initial, h_mask, zoneout, *
     ys = linear.outputs(params, b, zx)
     return ((ys, to_carry(b, False)) if plan.carries else ys), carry
   unroll, _ = settings_lib.fit_unroll(plan.unroll, settings_lib.current(), num_steps)
-  if parallel:
-    a, b = pairs(zx, steps.valid, steps.reset)
-    h0 = linear.to_state(state).astype(b.dtype)
-    if parallel == "forward":
-      sequential = partial(_sequential, reverse=reverse, unroll=unroll)
-      hs = _forward_associative(sequential, reverse)(a, b, h0)
-    else:
-      hs = _associative(a, b, h0, reverse)
+  # The states' dtype (complex for lru) from one step traced, unused, so
+  # compiled away.
+  h0 = linear.to_state(state).astype(pairs(params, h_init, zx[0], None, None)[1].dtype)
+  if parallel == "forward":
+    hs = _forward_associative(pairs, reverse, unroll)(params, h_init, zx, steps.valid,
+                                                      steps.reset, h0)
+  elif parallel:
+    hs = _associative(*pairs(params, h_init, zx, steps.valid, steps.reset), h0, reverse)
   else:
-    # The states' dtype (complex for lru) from one step traced, unused, so
-    # compiled away.
-    h0 = linear.to_state(state).astype(pairs(zx[0], None, None)[1].dtype)
-    hs = _sequential_steps(pairs, (zx, steps.valid, steps.reset), h0, reverse=reverse,
+    step = lambda *inputs_t: pairs(params, h_init, *inputs_t)
+    hs = _sequential_steps(step, (zx, steps.valid, steps.reset), h0, reverse=reverse,
                            unroll=unroll)
   ys = linear.outputs(params, hs, zx)
   if plan.carries:

@@ -107,7 +107,8 @@ def from_mamba(state_dict: Any) -> MambaParams:
     >>> block = MambaBlock(MambaConfig(d_model=8, n_layers=1, d_state=4))
     >>> params = from_mamba(block.state_dict())
     >>> xs = torch.randn(1, 5, 8)
-    >>> ys, _ = jaxrnn.rnn(jaxrnn.mamba(8, d_state=4)).apply(params, jnp.asarray(xs[0]))
+    >>> layer = jaxrnn.rnn(jaxrnn.mamba(8, d_state=4))
+    >>> ys, _ = jax.jit(layer.apply)(params, jnp.asarray(xs[0]))
     >>> bool(jnp.allclose(ys, block(xs)[0].detach().numpy(), atol=1e-5))
     True
   """

@@ -138,11 +138,12 @@ def rnn2d(
     >>> layer = jaxrnn.rnn2d(jaxrnn.lstm2d(4))
     >>> params = layer.init_params(jax.random.key(0), 3)
     >>> xs = jnp.ones((5, 6, 3))
-    >>> ys, carry = layer.apply(params, xs, shape=(4, 5))
+    >>> ys, carry = jax.jit(layer.apply)(params, xs, shape=(4, 5))
     >>> ys.shape, bool(jnp.all(ys[4:] == 0)), bool(jnp.all(carry.h == ys[3, 4]))
     ((5, 6, 4), True, True)
     >>> ref = jaxrnn.rnn2d(jaxrnn.lstm2d(4), method="reference")
-    >>> bool(jnp.allclose(ref.apply(params, xs)[0], layer.apply(params, xs)[0], atol=1e-6))
+    >>> both = jax.jit(lambda p, x: (ref.apply(p, x)[0], layer.apply(p, x)[0]))(params, xs)
+    >>> bool(jnp.allclose(*both, atol=1e-6))
     True
   """
   cell = common.check_cell(
@@ -216,7 +217,7 @@ def multidirectional(
     ...     jaxrnn.rnn2d(jaxrnn.lstm2d(4), reverse=r)
     ...     for r in ((False, False), (False, True), (True, False), (True, True))])
     >>> params = net.init_params(jax.random.key(0), 3)
-    >>> ys, carries = net.apply(params, jnp.ones((5, 6, 3)), shape=(4, 6))
+    >>> ys, carries = jax.jit(net.apply)(params, jnp.ones((5, 6, 3)), shape=(4, 6))
     >>> ys.shape, len(carries), bool(jnp.all(ys[4] == 0))
     ((5, 6, 16), 4, True)
 
@@ -316,7 +317,7 @@ def renet(row_layer: Layer, column_layer: Layer) -> Layer:
     >>> net = jaxrnn.renet(jaxrnn.bidirectional(jaxrnn.gru(4), jaxrnn.gru(4)),
     ...                    jaxrnn.bidirectional(jaxrnn.gru(5), jaxrnn.gru(5)))
     >>> params = net.init_params(jax.random.key(0), 3)
-    >>> ys, carry = net.apply(params, jnp.ones((5, 6, 3)), shape=(5, 4))
+    >>> ys, carry = jax.jit(net.apply)(params, jnp.ones((5, 6, 3)), shape=(5, 4))
     >>> ys.shape, bool(jnp.all(ys[:, 4:] == 0)), carry.rows.forward.shape
     ((5, 6, 10), True, (5, 4))
 
