@@ -290,16 +290,16 @@ def test_lru_initialisation_follows_the_paper():
 
 
 def test_errors():
-  with pytest.raises(ValueError, match=r"^method: 'parallel' needs a cell whose recurrence is "
-                     r"linear in the state \(jaxrnn\.min_gru, min_lstm, lru\); this cell runs "
-                     r"sequentially$"):
+  with pytest.raises(ValueError, match=r"^method: 'parallel' needs a cell with a parallel form "
+                     r"\(the cells linear in the state: min_gru, min_lstm, lru, rg_lru, mamba, "
+                     r"linear_cell; and mlstm\); this cell runs sequentially$"):
     jaxrnn.rnn(jaxrnn.lstm(H), method="parallel")
   with pytest.raises(ValueError, match=r"^method: expected one of \('auto', 'sequential', "
                      r"'parallel', 'reference'\), got 'fast'$"):
     jaxrnn.rnn(jaxrnn.min_gru(H), method="fast")
   with pytest.raises(ValueError, match=r"^recurrent_dropout: this cell has no recurrent "
-                     r"product to drop inputs of \(user cells and the linear cells min_gru, "
-                     r"min_lstm, lru\)$"):
+                     r"product to drop inputs of \(user cells, the cells linear in the state, "
+                     r"and mlstm\)$"):
     jaxrnn.rnn(jaxrnn.min_gru(H), recurrent_dropout=0.2)
   with pytest.raises(ValueError, match=r"^zoneout: expected a cell whose output is its hidden "
                      r"state \(a built-in cell with vector inputs but lru, or a user cell whose "

@@ -374,8 +374,8 @@ def test_bad_rates_and_keys():
   user_cell = jaxrnn.Cell(elman.init_params, elman.init_carry,
                           lambda p, c, x: elman.cell_apply(p, c, x))
   with pytest.raises(ValueError, match=r"^recurrent_dropout: this cell has no recurrent "
-                     r"product to drop inputs of \(user cells and the linear cells min_gru, "
-                     r"min_lstm, lru\)$"):
+                     r"product to drop inputs of \(user cells, the cells linear in the state, "
+                     r"and mlstm\)$"):
     jaxrnn.rnn(user_cell, recurrent_dropout=0.1)
   layer = jaxrnn.rnn(jaxrnn.lstm(H), recurrent_dropout=0.1)
   params = ref.random_params(layer, 0)

@@ -282,7 +282,7 @@ def lru(
 
   def init_params(key, input_size, dtype=None):
     D, dtype = checks.init_args(input_size, dtype)
-    work = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    work = checks.accumulation_dtype(dtype)
     k_u1, k_u2, k_b, k_c, k_d = jax.random.split(key, 5)
     u1 = jax.random.uniform(k_u1, (N,), work)
     u2 = jax.random.uniform(k_u2, (N,), work)

@@ -146,7 +146,7 @@ def mamba(
   def init_params(key, input_size, dtype=None):
     input_size, dtype = checks.init_args(input_size, dtype)
     checks.check_input_size_equals(input_size, D, "d_model", owner)
-    work = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    work = checks.accumulation_dtype(dtype)
     keys = iter(jax.random.split(key, 9))
 
     def uniform(shape, bound):  # PyTorch's default for Linear and Conv1d

@@ -116,7 +116,7 @@ def rg_lru(
     input_size, dtype = checks.init_args(input_size, dtype)
     checks.check_input_size_equals(input_size, H, "hidden_size", owner)
     k_a, k_wa, k_wi = jax.random.split(key, 3)
-    work = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    work = checks.accumulation_dtype(dtype)
     # recurrentgemma's ring: softplus(a_param) = -log|a|, |a|^2 area-uniform.
     u = jax.random.uniform(k_a, (H,), work)
     log_a = 0.5 * jnp.log(u * (max_rad ** 2 - min_rad ** 2) + min_rad ** 2 + 1e-8)

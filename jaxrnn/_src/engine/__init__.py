@@ -12,7 +12,7 @@
     outputs written by index and, when nothing is differentiated, inputs
     read by index, or the narrow form for narrow batches.
   - ``linear``, ``parallel`` and ``parallel_forward`` (`linear.py`): the
-    linear family (min_gru, min_lstm, lru, rg_lru, linear_cell), by a
+    linear family (min_gru, min_lstm, lru, rg_lru, mamba, linear_cell), by a
     multiply-add scan, by ``lax.associative_scan``, or by the associative
     scan differentiated as the multiply-add scan.
   - ``chunkwise`` (`chunkwise.py`): mlstm, a chunk of steps at a time

@@ -270,14 +270,15 @@ def rnn(
   if method == "parallel" and (hooks is None or (hooks.linear is None
                                                  and hooks.chunkwise is None)):
     raise ValueError(
-        "method: 'parallel' needs a cell whose recurrence is linear in the "
-        "state (jaxrnn.min_gru, min_lstm, lru); this cell runs sequentially")
+        "method: 'parallel' needs a cell with a parallel form (the cells linear in "
+        "the state: min_gru, min_lstm, lru, rg_lru, mamba, linear_cell; and mlstm); "
+        "this cell runs sequentially")
   recurrent_dropout = checks.check_rate(recurrent_dropout, "recurrent_dropout")
   if recurrent_dropout and (hooks is None or hooks.linear is not None
                             or hooks.chunkwise is not None):
     raise ValueError(
         "recurrent_dropout: this cell has no recurrent product to drop "
-        "inputs of (user cells and the linear cells min_gru, min_lstm, lru)")
+        "inputs of (user cells, the cells linear in the state, and mlstm)")
   zone_mixer = _zoneout(cell, zoneout, method)
   learned_carry = checks.check_bool(learned_carry, "learned_carry")
   return_carries = checks.check_bool(return_carries, "return_carries")
